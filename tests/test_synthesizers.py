@@ -1,0 +1,84 @@
+"""Synthesizers: zero-initialised output, context fed as the paper does."""
+
+import keras
+import numpy as np
+import pytest
+
+from sg_keras.synthesizers import ConvSynthesizer, DenseSynthesizer, default_synthesizer
+
+
+def output_layer(synth):
+    return synth.net.layers[-1]
+
+
+@pytest.mark.parametrize("hidden", [0, 2])
+def test_dense_synthesizer_starts_at_zero_with_zero_kernel_and_bias(hidden):
+    synth = DenseSynthesizer(hidden_layers=hidden, hidden_units=32)
+    out = synth(np.random.default_rng(0).normal(size=(4, 7)).astype("float32"), training=True)
+    assert out.shape == (4, 7)
+    np.testing.assert_array_equal(out, 0.0)
+    last = output_layer(synth)
+    np.testing.assert_array_equal(last.kernel, 0.0)
+    np.testing.assert_array_equal(last.bias, 0.0)
+    kinds = [type(layer).__name__ for layer in synth.net.layers]
+    assert kinds == ["Dense", "BatchNormalization", "ReLU"] * hidden + ["Dense"]
+
+
+def test_conv_synthesizer_starts_at_zero_and_keeps_the_activation_shape():
+    synth = ConvSynthesizer(hidden_layers=1, filters=4, kernel_size=3)
+    out = synth(np.ones((2, 5, 6, 3), "float32"), context=np.eye(4, dtype="float32")[:2])
+    assert out.shape == (2, 5, 6, 3)
+    np.testing.assert_array_equal(out, 0.0)
+    np.testing.assert_array_equal(output_layer(synth).bias, 0.0)
+    kinds = [type(layer).__name__ for layer in synth.net.layers]
+    assert kinds == ["Conv2D", "BatchNormalization", "ReLU", "Conv2D"]
+
+
+def test_dense_context_is_concatenated_to_the_activation():
+    synth = DenseSynthesizer()
+    h = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
+    c = np.eye(3, dtype="float32")
+    synth(h, context=c)
+    rng = np.random.default_rng(2)
+    kernel, bias = rng.normal(size=(7, 4)), rng.normal(size=4)
+    output_layer(synth).set_weights([kernel, bias])
+    np.testing.assert_allclose(synth(h, context=c), np.concatenate([h, c], 1) @ kernel + bias,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv_context_is_tiled_as_extra_channels():
+    synth = ConvSynthesizer(hidden_layers=0, kernel_size=1)
+    h = np.random.default_rng(1).normal(size=(2, 3, 3, 2)).astype("float32")
+    c = np.eye(2, dtype="float32")
+    synth(h, context=c)
+    rng = np.random.default_rng(3)
+    kernel, bias = rng.normal(size=(1, 1, 4, 2)), rng.normal(size=2)
+    output_layer(synth).set_weights([kernel, bias])
+    tiled = np.broadcast_to(c[:, None, None, :], (2, 3, 3, 2))
+    expected = np.concatenate([h, tiled], -1) @ kernel[0, 0] + bias
+    np.testing.assert_allclose(synth(h, context=c), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: DenseSynthesizer(hidden_layers=-1), "hidden_layers"),
+    (lambda: DenseSynthesizer(hidden_units=0), "hidden_units"),
+    (lambda: DenseSynthesizer(hidden_layers=1.5), "hidden_layers"),
+    (lambda: ConvSynthesizer(filters="many"), "filters"),
+    (lambda: ConvSynthesizer(kernel_size=0), "kernel_size"),
+])
+def test_bad_hyper_parameters_name_the_argument(make, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        make()
+
+
+def test_default_synthesizer_follows_the_rank():
+    assert isinstance(default_synthesizer(2), DenseSynthesizer)
+    assert isinstance(default_synthesizer(4), ConvSynthesizer)
+    with pytest.raises(ValueError, match="`synthesizer=`"):
+        default_synthesizer(3)
+
+
+def test_config_round_trip():
+    synth = ConvSynthesizer(hidden_layers=1, filters=8, kernel_size=3, name="s")
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(synth))
+    assert (clone.hidden_layers, clone.filters, clone.kernel_size, clone.name) == (1, 8, 3, "s")

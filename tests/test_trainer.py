@@ -1,0 +1,233 @@
+"""DNITrainer: update rules, modes, schedules, metrics, checkpoints, bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import sg_keras
+from conftest import batch, dense_block, fcn, randomize_synthesizers
+from sg_keras.step import cosine_similarity
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def changed(before, variables):
+    return [bool(np.abs(b - v.numpy()).max() > 0) for b, v in zip(before, variables)]
+
+
+def test_first_dni_step_changes_only_the_head_and_the_top_synthesizer():
+    model = fcn()
+    first, second, head = model.layers
+    trainer = sg_keras.DNITrainer(model, mode="dni", optimizer=keras.optimizers.Adam(1e-2))
+    groups = [first.layer.trainable_variables, second.layer.trainable_variables,
+              head.trainable_variables, first.synthesizer.trainable_variables,
+              second.synthesizer.trainable_variables]
+    before = [values(g) for g in groups]
+    trainer.train_step(*batch(16))
+    modules, top_module, head_vars, low_synth, top_synth = [
+        changed(b, g) for b, g in zip(before, groups)]
+    assert not any(modules) and not any(top_module), "zero ĝ: decoupled modules unchanged"
+    assert all(head_vars), "the head gets the true gradient"
+    assert not any(low_synth), "its bootstrap target is 0 on the first step"
+    assert all(top_synth), "the topmost synthesizer regresses on the true gradient"
+
+
+def test_sgd_update_of_a_module_is_minus_lr_times_vjp_of_synthetic_gradient():
+    model = fcn(batch_norm=False, activation="tanh")
+    randomize_synthesizers(model)
+    first = model.layers[0]
+    x, y = batch()
+    h = first.layer(x)
+    g_hat = first.synthetic_gradient(h, training=True) / len(x)
+    with tf.GradientTape() as tape:
+        out = first.layer(x)
+    expected_grads = tape.gradient(out, first.layer.trainable_variables, output_gradients=g_hat)
+    before = values(first.layer.trainable_variables)
+    trainer = sg_keras.DNITrainer(model, mode="dni", optimizer=keras.optimizers.SGD(0.5))
+    trainer.train_step(x, y)
+    for b, g, v in zip(before, expected_grads, first.layer.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), b - 0.5 * g.numpy(), rtol=1e-5, atol=1e-6)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in expected_grads) > 1e-3
+
+
+def test_backprop_mode_equals_a_plain_gradient_tape_step():
+    model = fcn()
+    reference = keras.Sequential([keras.Input((8,)), dense_block(16), dense_block(16),
+                                  keras.layers.Dense(5)])
+    reference.set_weights(model.layers[0].layer.get_weights() + model.layers[1].layer.get_weights()
+                          + model.layers[2].get_weights())
+    # SGD, not Adam: the bias before BatchNorm has a zero gradient up to float noise,
+    # which Adam would scale up to a full step.
+    trainer = sg_keras.DNITrainer(model, mode="backprop", optimizer=keras.optimizers.SGD(0.1))
+    optimizer = keras.optimizers.SGD(0.1)
+    for seed in range(3):
+        x, y = batch(16, seed=seed)
+        logs = trainer.train_step(x, y)
+        with tf.GradientTape() as tape:
+            loss = LOSS(y, reference(x, training=True))
+        optimizer.apply(tape.gradient(loss, reference.trainable_variables),
+                        reference.trainable_variables)
+        np.testing.assert_allclose(float(logs["loss"]), float(loss), rtol=1e-6)
+        assert set(logs) == {"loss", "accuracy"}
+    network, synthesizer = sg_keras.step.split_variables(model)
+    pairs = list(zip(network, reference.trainable_variables)) + list(
+        zip(model.non_trainable_variables, reference.non_trainable_variables))
+    for a, b in pairs:
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([v.numpy().ravel() for v in synthesizer]), 0.0)
+
+
+def test_metrics_and_measured_cosine():
+    model = fcn(batch_norm=False)
+    randomize_synthesizers(model)
+    trainer = sg_keras.DNITrainer(model, mode="dni", measure_every=2)
+    x, y = batch()
+    first, second, head = model.layers
+    h1 = first.layer(x)
+    h2 = second.layer(h1)
+    with tf.GradientTape() as tape:
+        tape.watch(h2)
+        loss = LOSS(y, head(h2))
+    expected = float(cosine_similarity(second.synthetic_gradient(h2, training=True),
+                                       tape.gradient(loss, h2)))
+    logs = trainer.train_step(x, y)
+    names = [first.name, second.name]
+    assert set(logs) == {"loss", "accuracy"} | {f"{k}/{n}" for k in ("sg_loss", "cosine")
+                                                for n in names}
+    np.testing.assert_allclose(float(logs[f"cosine/{second.name}"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(logs["accuracy"]),
+                               np.mean(np.argmax(head(h2), 1) == y))
+    assert set(trainer.train_step(x, y)) == {"loss", "accuracy"} | {f"sg_loss/{n}" for n in names}
+    assert "cosine/" + first.name in trainer.train_step(x, y)
+
+
+def test_step_schedule_of_true_targets_and_measurements():
+    model = fcn()
+    periodic = sg_keras.DNITrainer(model, mode="dni", true_gradient_every=3, measure_every=2)
+    assert [periodic.step_kind(s) for s in range(5)] == [
+        (True, True), (False, False), (True, False), (True, True), (True, False)]
+    true = sg_keras.DNITrainer(model, mode="dni", sg_target="true")
+    assert {true.step_kind(s) for s in range(4)} == {(True, True)}
+    backprop = sg_keras.DNITrainer(model, mode="backprop", measure_every=1)
+    assert backprop.step_kind(0) == (False, False)
+
+
+def test_true_target_mode_trains_the_synthesizer_on_the_true_gradient():
+    model = fcn(batch_norm=False)
+    randomize_synthesizers(model)
+    first, second, head = model.layers
+    x, y = batch()
+    h1 = first.layer(x)
+    with tf.GradientTape() as tape:
+        tape.watch(h1)
+        loss = LOSS(y, head(second.layer(h1)))
+    target = tape.gradient(loss, h1) * len(x)
+    with tf.GradientTape() as tape:
+        pred = first.synthetic_gradient(h1, training=True)
+        sg_loss = tf.reduce_mean(tf.reduce_sum(tf.square(pred - target), 1))
+    grads = tape.gradient(sg_loss, first.synthesizer.trainable_variables)
+    before = values(first.synthesizer.trainable_variables)
+    trainer = sg_keras.DNITrainer(model, mode="dni", sg_target="true",
+                                  sg_optimizer=keras.optimizers.SGD(0.1))
+    logs = trainer.train_step(x, y)
+    np.testing.assert_allclose(float(logs[f"sg_loss/{first.name}"]), float(sg_loss), rtol=1e-5)
+    for b, g, v in zip(before, grads, first.synthesizer.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), b - 0.1 * g.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_update_probability_skips_whole_modules():
+    model = fcn(batch_norm=False)
+    randomize_synthesizers(model)
+    trainer = sg_keras.DNITrainer(model, mode="dni", update_prob=0.5, seed=3)
+    layers = model.layers[:2]
+    counts = np.zeros(2)
+    for step in range(12):
+        before = [values(layer.layer.trainable_variables) for layer in layers]
+        logs = trainer.train_step(*batch(seed=step))
+        for i, layer in enumerate(layers):
+            flag = float(logs[f"updated/{layer.name}"])
+            counts[i] += flag
+            assert any(changed(before[i], layer.layer.trainable_variables)) == bool(flag)
+    assert 0 < counts.min() and counts.max() < 12
+    module_optimizers = trainer.checkpoint.module_optimizers
+    assert [int(o.iterations.numpy()) for o in module_optimizers] == counts.astype(int).tolist()
+    assert int(trainer.optimizer.iterations.numpy()) == 12
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"mode": "sgd"}, "mode"),
+    ({"update_prob": 0.0}, "update_prob"),
+    ({"update_prob": 1.5}, "update_prob"),
+    ({"update_prob": "x"}, "update_prob"),
+    ({"sg_target": "oracle"}, "sg_target"),
+    ({"true_gradient_every": -1}, "true_gradient_every"),
+    ({"measure_every": 0.5}, "measure_every"),
+    ({"bp_lambda": -0.1}, "bp_lambda"),
+    ({"mode": "cdni"}, "mode"),
+])
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        sg_keras.DNITrainer(fcn(), **kwargs)
+
+
+def test_model_problems_are_reported():
+    with pytest.raises(ValueError, match="`mode`='dni'"):
+        sg_keras.DNITrainer(fcn(context_dim=5), mode="dni")
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="`mode`='dni' needs at least one DecoupledLayer"):
+        sg_keras.DNITrainer(plain, mode="dni")
+    sg_keras.DNITrainer(plain, mode="backprop")
+    unbuilt = keras.Sequential([sg_keras.DecoupledLayer(keras.layers.Dense(2))])
+    with pytest.raises(ValueError, match="`model` must be built"):
+        sg_keras.DNITrainer(unbuilt)
+
+
+def test_evaluate_matches_a_direct_computation():
+    model = fcn()
+    trainer = sg_keras.DNITrainer(model)
+    x, y = batch(50)
+    result = trainer.evaluate(x, y, batch_size=16)
+    logits = model(x)
+    assert result["loss"] == pytest.approx(float(LOSS(y, logits)), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, 1) == y)))
+
+
+def test_checkpoint_restores_every_piece_of_state(tmp_path):
+    x, y = batch(16)
+    trainer = sg_keras.DNITrainer(fcn(context_dim=5), mode="cdni", update_prob=0.7, seed=1)
+    for _ in range(3):
+        trainer.train_step(x, y)
+    path = trainer.checkpoint.save(str(tmp_path / "ckpt"))
+    fresh = sg_keras.DNITrainer(fcn(context_dim=5), mode="cdni", update_prob=0.7, seed=9)
+    fresh.checkpoint.restore(path).assert_consumed()
+    assert int(fresh.step.numpy()) == 3
+    state = lambda t: values(t.model.variables + t.optimizer.variables + t.sg_optimizer.variables)
+    for a, b in zip(state(trainer), state(fresh)):
+        np.testing.assert_array_equal(a, b)
+    for _ in range(2):
+        logs_a, logs_b = trainer.train_step(x, y), fresh.train_step(x, y)
+        assert [float(v) for v in logs_a.values()] == [float(v) for v in logs_b.values()]
+    for a, b in zip(state(trainer), state(fresh)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["backprop", "dni", "cdni"])
+def test_every_mode_learns_a_separable_problem(mode):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 3, size=(5, 8))
+    y = rng.integers(0, 5, size=512)
+    x = (centers[y] + rng.normal(size=(512, 8))).astype("float32")
+    model = fcn(context_dim=5 if mode == "cdni" else None)
+    trainer = sg_keras.DNITrainer(model, mode=mode, optimizer=keras.optimizers.Adam(3e-3))
+    start = trainer.evaluate(x, y)
+    for epoch in range(15):
+        for i in range(0, 512, 64):
+            trainer.train_step(x[i:i + 64], y[i:i + 64])
+    end = trainer.evaluate(x, y)
+    assert end["loss"] < 0.2 * start["loss"]
+    assert end["accuracy"] > 0.95
