@@ -9,7 +9,8 @@
 from sg_keras import synthesizers
 from sg_keras.interception import GradientInterception
 from sg_keras.layers import DecoupledLayer
-from sg_keras.trainer import DNITrainer
+from sg_keras.trainer import DNITrainer, NonFiniteError
 
-__all__ = ["DecoupledLayer", "DNITrainer", "GradientInterception", "synthesizers"]
+__all__ = ["DecoupledLayer", "DNITrainer", "GradientInterception", "NonFiniteError",
+           "synthesizers"]
 __version__ = "0.1.0"

@@ -38,6 +38,8 @@ from typing import Any, Callable, List, Optional
 
 import tensorflow as tf
 
+from sg_keras.validation import in_interval
+
 _local = threading.local()
 
 
@@ -98,6 +100,9 @@ class GradientInterception:
             layer in training too (plain backprop; synthesizers are not run).
         bp_lambda: BP(λ) mixing in [0, 1]: pass down `λ·δ + (1 − λ)·ĝ/B`.
             0 (default) is pure DNI.
+        clip_norm: if set, each example's synthetic gradient is clipped to
+            this L2 norm where it is applied (the synthesizer still regresses
+            on its unclipped prediction).
 
     Example:
 
@@ -105,12 +110,12 @@ class GradientInterception:
     ...     logits = model(x, training=True)
     """
 
-    def __init__(self, context=None, enabled=True, bp_lambda=0.0):
-        if not 0.0 <= float(bp_lambda) <= 1.0:
-            raise ValueError(f"`bp_lambda` must be in [0, 1], got {bp_lambda}.")
+    def __init__(self, context=None, enabled=True, bp_lambda=0.0, clip_norm=None):
         self.context = context
         self.enabled = bool(enabled)
-        self.bp_lambda = float(bp_lambda)
+        self.bp_lambda = in_interval(bp_lambda, 0.0, 1.0, "bp_lambda")
+        self.clip_norm = (None if clip_norm is None
+                          else in_interval(clip_norm, 0.0, float("inf"), "clip_norm", low_open=True))
         self.records: List[InterceptionRecord] = []
 
     def __enter__(self):
@@ -122,7 +127,8 @@ class GradientInterception:
         return False
 
 
-def intercept(h, synthesize: Callable[[tf.Tensor], tf.Tensor], record_factory, bp_lambda=0.0):
+def intercept(h, synthesize: Callable[[tf.Tensor], tf.Tensor], record_factory, bp_lambda=0.0,
+              clip_norm=None):
     """Returns `h` unchanged, with its backward replaced by the DNI backward.
 
     Args:
@@ -132,6 +138,7 @@ def intercept(h, synthesize: Callable[[tf.Tensor], tf.Tensor], record_factory, b
         record_factory: `(activation, synthetic) -> InterceptionRecord`; the
             record through which the backward is steered and reports.
         bp_lambda: BP(λ) mixing weight of the arriving gradient.
+        clip_norm: optional per-example L2 norm bound of the applied `ĝ`.
 
     Returns:
         `(output, record)`.
@@ -158,7 +165,11 @@ def intercept(h, synthesize: Callable[[tf.Tensor], tf.Tensor], record_factory, b
                 tf.reduce_sum(tf.reshape(tf.square(residual), [tf.shape(h)[0], -1]), axis=1))
             variable_grads = tape.gradient(
                 synthetic, variables, output_gradients=2.0 * residual / batch)
-            down = synthetic / batch
+            applied = synthetic
+            if clip_norm is not None:
+                axes = list(range(1, len(synthetic.shape)))
+                applied = tf.clip_by_norm(synthetic, clip_norm, axes=axes)
+            down = applied / batch
             if bp_lambda:
                 down = bp_lambda * delta + (1.0 - bp_lambda) * down
             return down, variable_grads

@@ -114,7 +114,8 @@ class DecoupledLayer(keras.layers.Wrapper):
             h,
             synthesize=lambda a: self.synthesizer(a, training=True, **kwargs),
             record_factory=lambda a, g: interception.InterceptionRecord(self, a, g),
-            bp_lambda=scope.bp_lambda if scope is not None else 0.0)
+            bp_lambda=scope.bp_lambda if scope is not None else 0.0,
+            clip_norm=scope.clip_norm if scope is not None else None)
         if scope is not None:
             scope.records.append(record)
         return output

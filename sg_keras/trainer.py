@@ -3,20 +3,43 @@
 import keras
 import tensorflow as tf
 
-from sg_keras.step import (context_dim_of, decoupled_layers, dni_gradients, label_context,
-                           layer_metrics, sparse_accuracy, split_variables)
-from sg_keras.validation import in_interval, int_at_least, one_of
+from sg_keras.step import (DNIOptions, all_finite, clone_optimizer, context_dim_of,
+                           decoupled_layers, dni_gradients, finiteness_checks, float_state,
+                           label_context, layer_metrics, record_keys, sparse_accuracy,
+                           split_variables)
+from sg_keras.validation import in_interval, one_of
 
-MODES = ("backprop", "dni", "cdni")
-SG_TARGETS = ("bootstrap", "true")
-
-
-def _due(step, every):
-    return bool(every) and step % every == 0
+ON_NONFINITE = ("raise", "skip")
 
 
-def _clone_optimizer(optimizer):
-    return optimizer.__class__.from_config(optimizer.get_config())
+class NonFiniteError(FloatingPointError):
+    """A training step produced NaN or Inf.
+
+    Attributes:
+        step: the step number (0-based) of the bad batch.
+        parts: what was not finite (the loss, a layer's synthetic gradient,
+            a variable's gradient, a statistic; or a weight or optimizer
+            variable after the update).
+        applied: False if the step was caught before its update (nothing
+            changed); True if its update itself overflowed, leaving NaN/Inf in
+            the weights or the optimizer state: resume from a checkpoint.
+    """
+
+    def __init__(self, step, parts, applied=False):
+        self.step, self.parts, self.applied = step, list(parts), applied
+        where = "after its update" if applied else "in"
+        consequence = (
+            "The update overflowed and cannot be undone: do not save this state; restart from "
+            "the last checkpoint with lower learning rates." if applied else
+            "The step's update was not applied. Lower the learning rates, clip the synthetic "
+            "gradients (sg_clip_norm) or skip such steps (on_nonfinite='skip').")
+        super().__init__(f"NaN/Inf at step {step} {where}: {'; '.join(self.parts)}. {consequence}")
+
+
+def _restore(variables, values):
+    """Puts back values that a forward pass wrote (BatchNorm statistics)."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 class DNITrainer:
@@ -50,6 +73,15 @@ class DNITrainer:
             module gets its own copy of `optimizer`, whose state advances only
             when the module updates; layers outside any `DecoupledLayer` always
             update, and synthesizers train every step.
+        sg_clip_norm: if set, clip each example's synthetic gradient to this L2
+            norm where it is applied.
+        on_nonfinite: a step whose loss, synthetic gradients, gradients or
+            updated statistics (BatchNorm) hold NaN/Inf changes nothing: no
+            update is applied and the statistics are put back. "raise" (default) raises
+            `NonFiniteError` naming the step and the parts, "skip" goes on
+            (the step still counts, and `logs["skipped"]` is 1). An update that
+            itself overflows (NaN/Inf in the weights or optimizer state
+            afterwards) always raises `NonFiniteError` with `applied=True`.
         seed: seed of the update-probability draws.
         jit_compile: compile the step with XLA.
 
@@ -71,13 +103,15 @@ class DNITrainer:
 
     def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
                  sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                 update_prob=1.0, seed=0, jit_compile=False):
-        self.mode = one_of(mode, MODES, "mode")
-        self.sg_target = one_of(sg_target, SG_TARGETS, "sg_target")
-        self.true_gradient_every = int_at_least(true_gradient_every, 0, "true_gradient_every")
-        self.measure_every = int_at_least(measure_every, 0, "measure_every")
-        self.bp_lambda = in_interval(bp_lambda, 0.0, 1.0, "bp_lambda")
+                 update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0,
+                 jit_compile=False):
+        self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda)
+        self.mode, self.bp_lambda = self.options.mode, self.options.bp_lambda
         self.update_prob = in_interval(update_prob, 0.0, 1.0, "update_prob", low_open=True)
+        self.sg_clip_norm = (None if sg_clip_norm is None else
+                             in_interval(sg_clip_norm, 0.0, float("inf"), "sg_clip_norm",
+                                         low_open=True))
+        self.on_nonfinite = one_of(on_nonfinite, ON_NONFINITE, "on_nonfinite")
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {model!r}.")
         if not model.built:
@@ -85,16 +119,19 @@ class DNITrainer:
         self.model = model
         self._layers = decoupled_layers(model)
         self._context_dim = context_dim_of(model)
-        self._check_mode()
+        self.options.check_layers(self._layers, self._context_dim)
         self.loss = keras.losses.get(loss) if loss is not None else (
             keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         self.optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
         self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
-                             else _clone_optimizer(self.optimizer))
+                             else clone_optimizer(self.optimizer))
         self.jit_compile = bool(jit_compile)
         self.network_variables, self.synthesizer_variables = split_variables(model)
         self._groups = self._module_groups()
         self._build_optimizers()
+        optimizers = [self.optimizer, self.sg_optimizer] + [o for o, _ in self._groups]
+        self._updated = self.network_variables + self.synthesizer_variables + [
+            v for optimizer in optimizers for v in optimizer.variables if "float" in str(v.dtype)]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._rng = tf.random.Generator.from_seed(int(seed))
         self.checkpoint = tf.train.Checkpoint(
@@ -102,18 +139,9 @@ class DNITrainer:
             module_optimizers=[optimizer for optimizer, _ in self._groups],
             step=self.step, rng=self._rng)
         self._steps = {}
+        self._check_names = {}
         self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
-
-    def _check_mode(self):
-        if self.mode != "backprop" and not self._layers:
-            raise ValueError(f"`mode`={self.mode!r} needs at least one DecoupledLayer in the model; "
-                             "use mode='backprop' for a plain model.")
-        if self.mode == "dni" and self._context_dim is not None:
-            raise ValueError("`mode`='dni' but the model's DecoupledLayers have context_dim="
-                             f"{self._context_dim}: use mode='cdni', or build them without it.")
-        if self.mode == "cdni" and self._context_dim is None:
-            raise ValueError("`mode`='cdni' needs DecoupledLayers built with `context_dim` "
-                             "(the number of classes).")
+        self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)
 
     def _module_groups(self):
         """(optimizer, variables) per decoupled module when update_prob < 1."""
@@ -123,7 +151,7 @@ class DNITrainer:
         for layer in self._layers:
             variables = [v for v in layer.layer.trainable_variables if id(v) not in seen]
             seen.update(id(v) for v in variables)
-            groups.append((_clone_optimizer(self.optimizer), variables))
+            groups.append((clone_optimizer(self.optimizer), variables))
         return groups
 
     def _build_optimizers(self):
@@ -140,57 +168,120 @@ class DNITrainer:
             loss += tf.add_n(self.model.losses)
         return loss
 
-    def _apply_network(self, gradients):
-        """Applies the network update; returns the `updated/LAYER` metrics."""
-        by_id = {id(v): g for v, g in zip(self.network_variables, gradients)}
-        self.optimizer.apply([by_id[id(v)] for v in self._free_variables], self._free_variables)
+    def _draw_updates(self):
+        """Which decoupled modules update at this step (update_prob < 1)."""
         if not self._groups:
-            return {}
-        updated = self._rng.uniform([len(self._groups)]) < self.update_prob
-        metrics = {}
-        for index, (layer, (optimizer, variables)) in enumerate(zip(self._layers, self._groups)):
-            grads = [by_id[id(v)] for v in variables]
+            return None
+        return self._rng.uniform([len(self._groups)]) < self.update_prob
 
-            def apply(optimizer=optimizer, grads=grads, variables=variables):
-                optimizer.apply(grads, variables)
+    def _apply(self, gradients, updated):
+        """Applies the network and synthesizer updates of one step."""
+        by_id = {id(v): g for v, g in zip(self.network_variables + self.synthesizer_variables,
+                                          gradients)}
+        self.optimizer.apply([by_id[id(v)] for v in self._free_variables], self._free_variables)
+        for index, (optimizer, variables) in enumerate(self._groups):
+            def apply(optimizer=optimizer, variables=variables):
+                optimizer.apply([by_id[id(v)] for v in variables], variables)
                 return tf.constant(True)
 
             tf.cond(updated[index], apply, lambda: tf.constant(False))
-            metrics[f"updated/{layer.name}"] = tf.cast(updated[index], tf.float32)
-        return metrics
+        if self.mode != "backprop":
+            self.sg_optimizer.apply([by_id[id(v)] for v in self.synthesizer_variables],
+                                    self.synthesizer_variables)
+        return tf.stack([all_finite(v) for v in self._updated])
 
-    def _make_step(self, measure, regress_on_true):
+    def _make_step(self, kind):
+        measure, regress_on_true = kind
         decoupled = self.mode != "backprop"
         variables = self.network_variables + (self.synthesizer_variables if decoupled else [])
 
+        state = float_state(self.model)
+
         def step(x, y):
-            context = label_context(y, self._context_dim) if self.mode == "cdni" else None
-            result = dni_gradients(self.model, self._loss, x, y, variables, context=context,
-                                   enabled=decoupled, bp_lambda=self.bp_lambda, measure=measure,
-                                   regress_on_true=regress_on_true)
-            count = len(self.network_variables)
-            metrics = self._apply_network(result.gradients[:count])
-            if decoupled:
-                self.sg_optimizer.apply(result.gradients[count:], self.synthesizer_variables)
+            saved = [tf.identity(v) for v in state]
+            result = dni_gradients(self.model, self._loss, x, y, variables,
+                                   context=self._context(y), enabled=decoupled,
+                                   bp_lambda=self.bp_lambda, clip_norm=self.sg_clip_norm,
+                                   measure=measure, regress_on_true=regress_on_true)
+            checks = finiteness_checks(result, variables, state)
+            self._check_names[kind] = list(checks)
+            finite = tf.stack(list(checks.values()))
+            updated = self._draw_updates()
+            applied = tf.reduce_all(finite)
+
+            def skip():
+                _restore(state, saved)
+                return tf.ones([len(self._updated)], tf.bool)
+
+            after = tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
             self.step.assign_add(1)
-            return {"loss": result.loss, "accuracy": sparse_accuracy(y, result.predictions),
-                    **layer_metrics(result), **metrics}
+            logs = {"loss": result.loss, "accuracy": sparse_accuracy(y, result.predictions),
+                    **layer_metrics(result)}
+            for index, layer in enumerate(self._layers if updated is not None else []):
+                logs[f"updated/{layer.name}"] = tf.cast(updated[index] & applied, tf.float32)
+            return logs, finite, after
 
         return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
 
+    def _context(self, y):
+        return label_context(y, self._context_dim) if self.mode == "cdni" else None
+
     def step_kind(self, step):
         """`(measure, regress_on_true)` for a step number: which traced step runs."""
-        if self.mode == "backprop":
-            return False, False
-        regress = self.sg_target == "true" or _due(step, self.true_gradient_every)
-        return regress or _due(step, self.measure_every), regress
+        return self.options.step_kind(step)
 
     def train_step(self, x, y):
-        """Runs one training step on a batch; returns a dict of scalar tensors."""
-        kind = self.step_kind(int(self.step.numpy()))
+        """Runs one training step on a batch; returns a dict of scalar tensors.
+
+        Raises:
+            NonFiniteError: NaN/Inf in the step and `on_nonfinite="raise"`, or
+                in the weights after the update.
+        """
+        step = int(self.step.numpy())
+        kind = self.step_kind(step)
         if kind not in self._steps:
-            self._steps[kind] = self._make_step(*kind)
-        return self._steps[kind](x, y)
+            self._steps[kind] = self._make_step(kind)
+        logs, finite, after = self._steps[kind](x, y)
+        finite, after = finite.numpy(), after.numpy()
+        if not after.all():
+            raise NonFiniteError(step, [v.path for v, ok in zip(self._updated, after) if not ok],
+                                 applied=True)
+        if not finite.all():
+            bad = [name for name, ok in zip(self._check_names[kind], finite) if not ok]
+            if self.on_nonfinite == "raise":
+                raise NonFiniteError(step, bad)
+        if self.on_nonfinite == "skip":
+            logs["skipped"] = tf.constant(0.0 if finite.all() else 1.0)
+        return logs
+
+    def _inspect_batch(self, x, y):
+        state = self.model.non_trainable_variables
+        saved = [tf.identity(v) for v in state]
+        result = dni_gradients(self.model, self._loss, x, y, [], context=self._context(y),
+                               measure=True)
+        _restore(state, saved)
+        batch = tf.cast(tf.shape(x)[0], tf.float32)
+        return {key: {"activation": record.activation, "synthetic": record.synthetic,
+                      "true": true_gradient * batch}
+                for key, record, true_gradient in zip(record_keys(result.records),
+                                                      result.records, result.true_gradients)}
+
+    def inspect(self, x, y):
+        """Synthetic and true gradients at every decoupled layer for one batch.
+
+        Runs the training-mode forward pass and a true backward pass, then
+        restores the non-trainable state (BatchNorm statistics): nothing
+        changes. Both gradients are per example (`B·∂L/∂h` for the true one).
+
+        Returns:
+            `{layer: {"activation": h, "synthetic": ĝ, "true": B·∂L/∂h}}` as
+            numpy arrays; empty in backprop mode.
+        """
+        if self.mode == "backprop":
+            return {}
+        result = self._inspect_step(x, y)
+        return {key: {name: value.numpy() for name, value in parts.items()}
+                for key, parts in result.items()}
 
     def _evaluate_batch(self, x, y):
         predictions = self.model(x, training=False)

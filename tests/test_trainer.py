@@ -231,3 +231,94 @@ def test_every_mode_learns_a_separable_problem(mode):
     end = trainer.evaluate(x, y)
     assert end["loss"] < 0.2 * start["loss"]
     assert end["accuracy"] > 0.95
+
+
+def poison_second_synthesizer(model):
+    """Makes the second decoupled layer's synthetic gradient NaN."""
+    model.layers[1].synthesizer.trainable_variables[1].assign(
+        np.full(16, np.nan, dtype="float32"))
+
+
+def test_nonfinite_step_raises_naming_step_and_layer_and_changes_nothing():
+    model = fcn()
+    trainer = sg_keras.DNITrainer(model, mode="dni")
+    x, y = batch(16)
+    trainer.train_step(x, y)
+    poison_second_synthesizer(model)
+    before = values(model.variables + trainer.optimizer.variables)
+    with pytest.raises(sg_keras.NonFiniteError, match="at step 1 in: synthetic gradient of "
+                       + model.layers[1].name) as error:
+        trainer.train_step(x, y)
+    assert error.value.step == 1
+    assert f"synthetic gradient of {model.layers[0].name}" not in error.value.parts
+    after = values(model.variables + trainer.optimizer.variables)
+    bn_stats = {id(v) for v in model.non_trainable_variables}
+    for b, a, v in zip(before, after, model.variables + trainer.optimizer.variables):
+        if id(v) not in bn_stats:   # the forward pass still moves BatchNorm statistics
+            np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_step_can_be_skipped():
+    model = fcn()
+    trainer = sg_keras.DNITrainer(model, mode="dni", on_nonfinite="skip")
+    x, y = batch(16)
+    assert float(trainer.train_step(x, y)["skipped"]) == 0.0
+    poison_second_synthesizer(model)
+    head = values(model.layers[2].trainable_variables)
+    assert float(trainer.train_step(x, y)["skipped"]) == 1.0
+    assert not any(changed(head, model.layers[2].trainable_variables))
+    assert int(trainer.step.numpy()) == 2 and int(trainer.optimizer.iterations.numpy()) == 1
+
+
+def test_synthetic_gradient_norm_clipping():
+    model = fcn(blocks=1, batch_norm=False)
+    randomize_synthesizers(model, scale=3.0)
+    layer = model.layers[0]
+    x, y = batch()
+    h = layer.layer(x)
+    g_hat = layer.synthetic_gradient(h, training=True).numpy()
+    norms = np.linalg.norm(g_hat, axis=1, keepdims=True)
+    clipped = g_hat * np.minimum(1.0, 0.5 / norms) / len(x)
+    with tf.GradientTape() as tape:
+        out = layer.layer(x)
+    expected = tape.gradient(out, layer.layer.trainable_variables, output_gradients=clipped)
+    before = values(layer.layer.trainable_variables)
+    trainer = sg_keras.DNITrainer(model, mode="dni", optimizer=keras.optimizers.SGD(1.0),
+                                  sg_clip_norm=0.5)
+    trainer.train_step(x, y)
+    assert norms.min() > 0.5, "every example is clipped"
+    for b, g, v in zip(before, expected, layer.layer.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), b - g.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_inspect_returns_both_gradients_and_changes_no_state():
+    model = fcn()
+    randomize_synthesizers(model)
+    trainer = sg_keras.DNITrainer(model, mode="dni", measure_every=1)
+    x, y = batch(16)
+    before = values(model.variables)
+    report = trainer.inspect(x, y)
+    for a, b in zip(before, values(model.variables)):
+        np.testing.assert_array_equal(a, b)
+    top = report[model.layers[1].name]
+    assert top["synthetic"].shape == top["true"].shape == top["activation"].shape == (16, 16)
+    logs = trainer.train_step(x, y)   # the same batch: the cosine logged agrees
+    np.testing.assert_allclose(
+        float(logs[f"cosine/{model.layers[1].name}"]),
+        float(cosine_similarity(top["synthetic"], top["true"])), rtol=1e-5)
+
+
+def test_a_step_that_breaks_batchnorm_statistics_is_undone():
+    model = fcn()
+    trainer = sg_keras.DNITrainer(model, mode="dni", on_nonfinite="skip")
+    x, y = batch(16)
+    trainer.train_step(x, y)
+    state = values(model.non_trainable_variables)
+    huge = x * np.float32(1e30)   # finite input whose batch variance overflows
+    logs = trainer.train_step(huge, y)
+    assert float(logs["skipped"]) == 1.0
+    for before, variable in zip(state, model.non_trainable_variables):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    strict = sg_keras.DNITrainer(model, mode="dni")
+    with pytest.raises(sg_keras.NonFiniteError, match="statistic .*moving_variance"):
+        strict.train_step(huge, y)
