@@ -56,3 +56,28 @@ def mnist_path():
     if not MNIST_PATH.exists():
         pytest.skip(f"{MNIST_PATH} is not present")
     return MNIST_PATH
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_npz(tmp_path_factory):
+    """A few hundred Keras-layout MNIST examples: real ones when the file is there."""
+    path = tmp_path_factory.mktemp("data") / "small_mnist.npz"
+    if MNIST_PATH.exists():
+        with np.load(MNIST_PATH) as full:
+            return write_npz(path, x_train=full["x_train"][:640], y_train=full["y_train"][:640],
+                             x_test=full["x_test"][:200], y_test=full["y_test"][:200])
+    rng = np.random.default_rng(0)
+    prototypes = rng.integers(0, 256, size=(10, 28, 28))
+
+    def draw(n):
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.integers(-40, 40, size=(n, 28, 28))
+        return np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+    (x_train, y_train), (x_test, y_test) = draw(640), draw(200)
+    return write_npz(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

@@ -1,0 +1,159 @@
+"""Run directories and checkpoints that never lose or overwrite a user's work.
+
+`RunDirectory` prepares `--model_dir`: it must be writable, and a directory
+that already holds a run must hold one of the same architecture (recorded in
+`run_config.json`), or the run stops before touching anything.
+
+`Checkpoints` wraps `tf.train.CheckpointManager`: `restore_latest()` restores
+every object of the latest checkpoint or raises `CheckpointError` (corrupt
+files, another architecture or mode) without deleting or writing anything;
+`save()` writes a new checkpoint. TensorFlow writes the data files first and
+then swaps the small `checkpoint` index file, so a run killed while saving
+keeps the previous checkpoint.
+
+Example:
+
+>>> run_dir = RunDirectory("runs/mnist", config)           # doctest: +SKIP
+>>> checkpoints = Checkpoints(run_dir.checkpoint_dir, trainer.checkpoint, trainer.step, keep=3)
+>>> start = checkpoints.restore_latest() or 0
+"""
+
+import glob
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+from google.protobuf import message as protobuf_message
+from google.protobuf import text_format
+
+RUN_CONFIG = "run_config.json"
+
+
+def _brief(error, limit=300):
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class CheckpointError(RuntimeError):
+    """The run directory or its checkpoint cannot be used; nothing was changed."""
+
+
+class RunDirectory:
+    """The layout of a run's `--model_dir`, checked before any work starts.
+
+    Args:
+        path: the directory (created if missing).
+        architecture: dict of the settings a checkpoint depends on; recorded
+            on the first run and compared on later ones.
+    """
+
+    def __init__(self, path, architecture):
+        self.path = os.path.abspath(os.fspath(path))
+        self._check_writable()
+        self.checkpoint_dir = os.path.join(self.path, "checkpoints")
+        self.metrics_path = os.path.join(self.path, "metrics.jsonl")
+        self._check_architecture(dict(architecture))
+
+    def _check_writable(self):
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.path, prefix=".write_test"):
+                pass
+        except OSError as error:
+            raise CheckpointError(f"--model_dir {self.path} is not a writable directory "
+                                  f"({error.strerror or error}). Pick another --model_dir.") from error
+
+    def _check_architecture(self, architecture):
+        path = os.path.join(self.path, RUN_CONFIG)
+        if not os.path.exists(path):
+            if os.path.isdir(self.checkpoint_dir) and os.listdir(self.checkpoint_dir):
+                raise CheckpointError(
+                    f"--model_dir {self.path} holds checkpoints but no {RUN_CONFIG}: it was not "
+                    "written by this program, or was damaged. Use a new --model_dir.")
+            self.write_file(RUN_CONFIG, json.dumps(architecture, indent=2, sort_keys=True))
+            return
+        try:
+            with open(path, encoding="utf-8") as handle:
+                recorded = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{path} is unreadable ({error}); the run directory is damaged. "
+                                  "Use a new --model_dir.") from error
+        differences = [f"--{key}: saved {recorded.get(key)!r}, now {value!r}"
+                       for key, value in architecture.items() if recorded.get(key) != value]
+        if differences:
+            raise CheckpointError(
+                f"--model_dir {self.path} holds a run of another architecture or mode ("
+                + "; ".join(differences) + "). Resume it with its own flags, or use a new "
+                "--model_dir. Nothing was changed.")
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def write_file(self, name, content):
+        """Writes `content` (str or bytes) atomically: a reader sees the old or the new file."""
+        mode = "wb" if isinstance(content, bytes) else "w"
+        temporary = self.file(name + ".tmp")
+        with open(temporary, mode) as handle:
+            handle.write(content)
+        os.replace(temporary, self.file(name))
+
+
+class Checkpoints:
+    """Saves and restores a `tf.train.Checkpoint` in a directory.
+
+    Args:
+        directory: where the checkpoints go.
+        checkpoint: the `tf.train.Checkpoint` (e.g. `DNITrainer.checkpoint`).
+        step: the step variable, used to number the checkpoints.
+        keep: how many checkpoints to keep.
+    """
+
+    def __init__(self, directory, checkpoint, step, keep):
+        self.directory = directory
+        self.checkpoint = checkpoint
+        self.step = step
+        try:
+            self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
+                                                      step_counter=step)
+        except (text_format.ParseError, protobuf_message.DecodeError, tf.errors.OpError) as error:
+            raise CheckpointError(self._damaged(f"its index file is unreadable ({error})")) from error
+        # TensorFlow reads an unreadable `checkpoint` index file as "no checkpoint":
+        # starting over would then overwrite the run, so refuse instead.
+        files = glob.glob(os.path.join(directory, "ckpt-*")) + glob.glob(
+            os.path.join(directory, "checkpoint"))
+        if self.manager.latest_checkpoint is None and files:
+            raise CheckpointError(self._damaged(
+                "it holds checkpoint files but its index file 'checkpoint' is missing or "
+                "unreadable"))
+
+    def _damaged(self, what):
+        return (f"The checkpoint in {self.directory} cannot be restored: {what}. Nothing was "
+                "changed or overwritten. Move the directory away (or restore an intact copy) "
+                "and run again, or use a new --model_dir.")
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self):
+        """Restores the latest checkpoint; returns its path, or None if there is none."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return None
+        try:
+            status = self.checkpoint.restore(path)
+            status.assert_consumed()
+        except AssertionError as error:
+            status.expect_partial()   # the error says it all; no warnings at exit
+            raise CheckpointError(self._damaged(
+                f"{path} belongs to another architecture or mode ({_brief(error)})")) from error
+        except Exception as error:  # any failure to read it back means it cannot be used
+            raise CheckpointError(self._damaged(
+                f"{path} is corrupt or does not match this model ({type(error).__name__}: "
+                f"{_brief(error)})")) from error
+        return path
+
+    def save(self):
+        """Writes a checkpoint numbered by the step (`ckpt-STEP`); returns its path."""
+        return self.manager.save(checkpoint_number=self.step)

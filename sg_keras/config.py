@@ -1,0 +1,168 @@
+"""The training job's settings: one dataclass, its command-line flags and checks.
+
+Every field of `Config` is a flag of `train.py` (same name, same default, its
+help from the field's metadata), so flagfiles, the library and the tests
+speak the same language. `Config.validate()` checks values and combinations
+and raises `ConfigError` naming the flag.
+
+Example:
+
+>>> config = Config(model_dir="runs/x", mode="dni", epochs=1)
+>>> config.validate().total_steps(steps_per_epoch=234)
+234
+"""
+
+import dataclasses
+import json
+from typing import List, Optional
+
+from absl import flags
+
+MODES = ("backprop", "dni", "cdni")
+SG_TARGETS = ("bootstrap", "true")
+ON_NONFINITE = ("stop", "skip")
+# The flags that shape the network and its checkpoint: a run directory keeps them.
+ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units")
+
+
+class ConfigError(ValueError):
+    """A flag has a bad value; the message names it."""
+
+
+def _field(default, help, **extra):
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass
+class Config:
+    """All settings of one training run (see `python train.py --help`)."""
+
+    model_dir: str = _field("", "Directory for checkpoints, TensorBoard logs, metrics and plots. "
+                                "Re-running with the same directory resumes.")
+    mode: str = _field("cdni", "Training mode.", choices=MODES)
+    num_layers: int = _field(3, "Layers of the MNIST FCN, head included (>= 2).")
+    units: int = _field(256, "Units per hidden layer.")
+    synth_layers: int = _field(0, "Hidden layers of each synthesizer (0 = linear).")
+    synth_units: int = _field(1024, "Units per synthesizer hidden layer.")
+    sg_target: str = _field("bootstrap", "Synthesizer regression target.", choices=SG_TARGETS)
+    true_grad_every: int = _field(0, "Every k steps regress synthesizers on the true gradient "
+                                     "(0 = never).")
+    update_prob: float = _field(1.0, "Probability that a decoupled layer updates at a step.")
+    bp_lambda: float = _field(0.0, "BP(lambda): pass down lambda*true + (1-lambda)*synthetic.")
+    sg_clip_norm: float = _field(0.0, "Clip each example's synthetic gradient to this L2 norm "
+                                      "(0 = off).")
+    on_nonfinite: str = _field("stop", "On NaN/Inf in a step: stop the run, or skip the step.",
+                               choices=ON_NONFINITE)
+    batch_size: int = _field(256, "Training batch size.")
+    learning_rate: float = _field(1e-3, "Adam learning rate of the network.")
+    sg_learning_rate: Optional[float] = _field(None, "Adam learning rate of the synthesizers "
+                                                     "(default: --learning_rate).")
+    lr_decay_steps: List[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "Steps at which both learning rates are multiplied by --lr_decay_factor, "
+                "e.g. 300000,400000."})
+    lr_decay_factor: float = _field(0.1, "Learning-rate decay factor at each --lr_decay_steps.")
+    train_steps: int = _field(0, "Training steps (0: use --epochs).")
+    epochs: float = _field(3.0, "Training epochs when --train_steps is 0.")
+    log_every: int = _field(100, "Print progress and write train summaries every N steps.")
+    eval_every: int = _field(1000, "Evaluate on the test set every N steps (and at the end).")
+    measure_every: int = _field(100, "Measure synthetic-vs-true gradient cosine every N steps "
+                                     "(0 = never).")
+    checkpoint_every: int = _field(1000, "Save a checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = _field(3, "Checkpoints to keep.")
+    dataset: str = _field("mnist", "TFDS dataset name.")
+    data_dir: Optional[str] = _field(None, "TFDS data directory.")
+    data_path: Optional[str] = _field(None, "Local Keras-layout mnist.npz: the offline route.")
+    seed: int = _field(0, "Random seed (initialisation, data order, update draws).")
+    deterministic: bool = _field(False, "Seeded, deterministic TensorFlow ops "
+                                        "(bit-identical reruns and resumes).")
+    jit_compile: bool = _field(False, "Compile the training step with XLA.")
+    plots: bool = _field(True, "Draw PNG plots into --model_dir at each evaluation.")
+
+    def architecture(self):
+        """The settings a checkpoint depends on (per-module optimizers exist when p < 1)."""
+        return {**{name: getattr(self, name) for name in ARCHITECTURE},
+                "update_prob<1": self.update_prob < 1.0}
+
+    def decay_boundaries(self):
+        return [int(step) for step in self.lr_decay_steps]
+
+    def total_steps(self, steps_per_epoch):
+        if self.train_steps:
+            return self.train_steps
+        return max(1, round(self.epochs * steps_per_epoch))
+
+    def validate(self):
+        """Checks every value; returns self or raises `ConfigError` naming the flag."""
+        def fail(flag, message):
+            raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {message}")
+
+        if not self.model_dir:
+            fail("model_dir", "a directory for this run is required.")
+        for name, choices in (("mode", MODES), ("sg_target", SG_TARGETS),
+                              ("on_nonfinite", ON_NONFINITE)):
+            if getattr(self, name) not in choices:
+                fail(name, f"must be one of {', '.join(choices)}.")
+        minimums = {"num_layers": 2, "units": 1, "synth_layers": 0, "synth_units": 1,
+                    "true_grad_every": 0, "batch_size": 1, "train_steps": 0, "log_every": 1,
+                    "eval_every": 1, "measure_every": 0, "checkpoint_every": 1,
+                    "keep_checkpoints": 1}
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                fail(name, f"must be an integer >= {minimum}.")
+        if not 0.0 < self.update_prob <= 1.0:
+            fail("update_prob", "must be in (0, 1].")
+        if not 0.0 <= self.bp_lambda <= 1.0:
+            fail("bp_lambda", "must be in [0, 1].")
+        if self.sg_clip_norm < 0:
+            fail("sg_clip_norm", "must be >= 0 (0 = off).")
+        if not self.learning_rate > 0:
+            fail("learning_rate", "must be > 0.")
+        if self.sg_learning_rate is not None and not self.sg_learning_rate > 0:
+            fail("sg_learning_rate", "must be > 0.")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            fail("lr_decay_factor", "must be in (0, 1].")
+        try:
+            boundaries = self.decay_boundaries()
+        except ValueError:
+            fail("lr_decay_steps", "must be a comma-separated list of step numbers.")
+        if any(b <= 0 for b in boundaries) or boundaries != sorted(set(boundaries)):
+            fail("lr_decay_steps", "steps must be positive and increasing.")
+        if self.train_steps == 0 and not self.epochs > 0:
+            fail("epochs", "must be > 0 when --train_steps is 0.")
+        if self.mode == "backprop" and (self.sg_target != "bootstrap" or self.true_grad_every
+                                        or self.update_prob < 1 or self.bp_lambda):
+            fail("mode", "backprop has no synthesizers: drop --sg_target, --true_grad_every, "
+                         "--update_prob and --bp_lambda, or pick dni/cdni.")
+        return self
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines one absl flag per `Config` field."""
+    for field in dataclasses.fields(Config):
+        help_text, default = field.metadata["help"], field.default
+        if field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        if "choices" in field.metadata:
+            flags.DEFINE_enum(field.name, default, field.metadata["choices"], help_text,
+                              flag_values=flag_values)
+        elif field.type is bool:
+            flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
+        elif field.type is int:
+            flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
+        elif field.type in (float, Optional[float]):
+            flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
+        elif field.type == List[str]:
+            flags.DEFINE_list(field.name, default, help_text, flag_values=flag_values)
+        else:
+            flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+    """The validated `Config` of parsed flags."""
+    config = Config(**{field.name: flag_values[field.name].value
+                       for field in dataclasses.fields(Config)})
+    return config.validate()

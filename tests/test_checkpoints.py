@@ -1,0 +1,99 @@
+"""Run directories and checkpoints: resume, refuse damaged or foreign ones, touch nothing."""
+
+import hashlib
+
+import keras
+import pytest
+
+import conftest
+import sg_keras
+from conftest import batch, fcn
+from sg_keras.checkpoints import CheckpointError, Checkpoints, RunDirectory
+
+
+def fingerprint(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_run_directory_records_and_checks_the_architecture(tmp_path):
+    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8})
+    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8})
+    before = fingerprint(tmp_path)
+    with pytest.raises(CheckpointError, match="--mode: saved 'dni', now 'cdni'"):
+        RunDirectory(tmp_path / "run", {"mode": "cdni", "units": 8})
+    assert fingerprint(tmp_path) == before
+
+
+def test_unwritable_model_dir_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="--model_dir .* is not a writable directory"):
+        RunDirectory(blocker, {})
+    with pytest.raises(CheckpointError, match="not a writable directory"):
+        RunDirectory(blocker / "below", {})
+
+
+def test_foreign_checkpoints_without_run_config_are_refused(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint").write_text("x")
+    with pytest.raises(CheckpointError, match="no run_config.json"):
+        RunDirectory(tmp_path, {"mode": "dni"})
+
+
+def make_trainer(units=16):
+    return sg_keras.DNITrainer(fcn(units=units), mode="dni", optimizer=keras.optimizers.Adam())
+
+
+def saved_run(tmp_path):
+    trainer = make_trainer()
+    checkpoints = Checkpoints(tmp_path, trainer.checkpoint, trainer.step, keep=2)
+    for _ in range(3):
+        trainer.train_step(*batch(16))
+        checkpoints.save()
+    return trainer, checkpoints
+
+
+def test_save_keeps_the_last_n_and_restore_resumes(tmp_path):
+    trainer, checkpoints = saved_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
+    assert checkpoints.latest.endswith("ckpt-3")
+    fresh = make_trainer()
+    restored = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2).restore_latest()
+    assert restored.endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    empty = make_trainer()
+    assert Checkpoints(tmp_path / "none", empty.checkpoint, empty.step, 2).restore_latest() is None
+
+
+@pytest.mark.parametrize("damage", ["data", "index", "state", "no_state", "missing"])
+def test_damaged_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage):
+    saved_run(tmp_path)
+    if damage == "data":
+        path = tmp_path / "ckpt-3.data-00000-of-00001"
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "index":
+        (tmp_path / "ckpt-3.index").write_bytes(b"garbage" * 10)
+    elif damage == "state":
+        (tmp_path / "checkpoint").write_text("{{{ not a checkpoint state")
+    elif damage == "no_state":
+        (tmp_path / "checkpoint").unlink()
+    else:
+        (tmp_path / "ckpt-3.index").unlink()
+    before = fingerprint(tmp_path)
+    fresh = make_trainer()
+    with pytest.raises(CheckpointError, match="cannot be restored.*Nothing was changed"):
+        Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2).restore_latest()
+    assert int(fresh.step.numpy()) == 0
+    assert fingerprint(tmp_path) == before
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    saved_run(tmp_path)
+    other = make_trainer(units=12)
+    with pytest.raises(CheckpointError, match="does not match this model|another architecture"):
+        Checkpoints(tmp_path, other.checkpoint, other.step, keep=2).restore_latest()
+    plain = keras.Sequential([keras.Input((8,)), conftest.dense_block(16), conftest.dense_block(16),
+                              keras.layers.Dense(5)])
+    backprop = sg_keras.DNITrainer(plain, mode="backprop", optimizer=keras.optimizers.Adam())
+    with pytest.raises(CheckpointError, match="another architecture"):
+        Checkpoints(tmp_path, backprop.checkpoint, backprop.step, keep=2).restore_latest()

@@ -1,0 +1,120 @@
+"""The training job end to end on a few hundred examples: outputs, resume, plots."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sg_keras import data, experiment
+from sg_keras.config import Config
+from sg_keras.history import MetricsLog
+
+
+def tiny(model_dir, data_path, **changes):
+    settings = dict(model_dir=str(model_dir), data_path=str(data_path), mode="cdni", units=32,
+                    batch_size=32, train_steps=24, log_every=4, eval_every=12,
+                    checkpoint_every=12, measure_every=6, seed=3)
+    return Config(**{**settings, **changes})
+
+
+def event_tags(directory):
+    tags = set()
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, small_npz):
+    model_dir = tmp_path_factory.mktemp("run")
+    summary = experiment.run(tiny(model_dir, small_npz))
+    return model_dir, summary
+
+
+def test_run_writes_checkpoints_events_metrics_plots_and_model(finished_run, small_npz):
+    model_dir, summary = finished_run
+    assert summary["step"] == 24 and summary["resumed_from"] is None
+    assert sorted(os.listdir(model_dir / "checkpoints")) == [
+        "checkpoint", "ckpt-12.data-00000-of-00001", "ckpt-12.index",
+        "ckpt-24.data-00000-of-00001", "ckpt-24.index"]
+    train_tags, eval_tags = event_tags(model_dir / "train"), event_tags(model_dir / "eval")
+    for layer in ("dni1", "dni2"):
+        assert {f"sg_loss/{layer}", f"cosine/{layer}", f"synthetic_gradient/{layer}",
+                f"true_gradient/{layer}"} <= train_tags
+    assert {"loss", "accuracy", "learning_rate/network", "learning_rate/synthesizer",
+            "steps_per_sec", "plots/loss", "plots/cosine", "plots/gradients",
+            "plots/predictions"} <= train_tags
+    assert {"loss", "accuracy"} <= eval_tags
+    for name in ("loss", "cosine", "gradients", "predictions"):
+        assert tf.image.decode_png((model_dir / f"{name}.png").read_bytes()).shape[0] > 100
+    log = MetricsLog(model_dir / "metrics.jsonl", resume_step=10**9)
+    assert log.series("loss", "eval")[0] == [12, 24]
+    assert log.series("cosine/dni1")[0] == [1, 7, 13, 19]
+    assert log.series("loss")[0] == [4, 8, 12, 16, 20, 24]
+    steps, accuracy = log.series("accuracy", "eval")
+    assert accuracy[-1] == pytest.approx(summary["test_accuracy"])
+    model = keras.models.load_model(model_dir / "model.keras")
+    with np.load(small_npz) as arrays:
+        x = arrays["x_test"].astype("float32") / 255.0
+        predicted = np.argmax(model.predict(x, verbose=0), 1)
+        assert np.mean(predicted == arrays["y_test"]) == pytest.approx(summary["test_accuracy"])
+
+
+def test_rerun_resumes_from_the_saved_step(finished_run, small_npz, capsys):
+    model_dir, _ = finished_run
+    summary = experiment.run(tiny(model_dir, small_npz, train_steps=36))
+    assert summary["resumed_from"].endswith("ckpt-24") and summary["step"] == 36
+    assert "resuming from" in capsys.readouterr().out
+    log = MetricsLog(model_dir / "metrics.jsonl", resume_step=10**9)
+    assert log.series("loss")[0] == [4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert log.series("loss", "eval")[0] == [12, 24, 36]
+
+
+def test_backprop_run_has_no_synthesizer_outputs(tmp_path, small_npz):
+    summary = experiment.run(tiny(tmp_path, small_npz, mode="backprop", train_steps=8))
+    assert summary["step"] == 8
+    assert not (tmp_path / "cosine.png").exists() and (tmp_path / "loss.png").exists()
+    assert not any(tag.startswith("sg_loss/") for tag in event_tags(tmp_path / "train"))
+
+
+def test_learning_rate_decays_at_the_given_steps(tmp_path, small_npz):
+    experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=12, log_every=2,
+                        lr_decay_steps=["5", "9"], learning_rate=0.01, plots=False))
+    log = MetricsLog(tmp_path / "metrics.jsonl", resume_step=10**9)
+    steps, rates = log.series("learning_rate/network")
+    assert dict(zip(steps, np.round(rates, 6))) == {2: 0.01, 4: 0.01, 6: 0.001, 8: 0.001,
+                                                    10: 0.0001, 12: 0.0001}
+
+
+def poisoned_batches(bad_steps):
+    """`data.train_batches` whose batches at the given 0-based steps are NaN images."""
+    original = data.train_batches
+
+    def batches(split, batch_size, seed, start_step=0):
+        stream = original(split, batch_size, seed, start_step).enumerate(start_step)
+        bad = tf.constant(sorted(bad_steps), tf.int64)
+        return stream.map(lambda step, xy: (
+            tf.where(tf.reduce_any(tf.equal(step, bad)), np.float32(np.nan), xy[0]), xy[1]))
+
+    return batches
+
+
+def test_skip_mode_steps_over_bad_batches(tmp_path, small_npz, monkeypatch):
+    monkeypatch.setattr(data, "train_batches", poisoned_batches({2, 5}))
+    summary = experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=8, log_every=4,
+                                  on_nonfinite="skip", plots=False))
+    assert summary["step"] == 8 and np.isfinite(summary["test_loss"])
+    log = MetricsLog(tmp_path / "metrics.jsonl", resume_step=10**9)
+    assert log.series("skipped") == ([4, 8], [0.25, 0.25])
+
+
+def test_stop_mode_names_the_step_and_saves_nothing_after(tmp_path, small_npz, monkeypatch):
+    monkeypatch.setattr(data, "train_batches", poisoned_batches({13}))
+    with pytest.raises(experiment.RunError, match=r"NaN/Inf at step 13 in: loss; synthetic "
+                       r"gradient of dni1.*the last checkpoint \(.*ckpt-12\) is intact"):
+        experiment.run(tiny(tmp_path, small_npz, plots=False))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == ["ckpt-12.index"]

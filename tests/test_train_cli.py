@@ -1,0 +1,65 @@
+"""train.py as a user runs it: a flagfile run, and every bad-flag case."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+
+def train(*args, env=None, timeout=300):
+    """Runs train.py from the repository root; returns the CompletedProcess."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
+    result = train("--flagfile=configs/quick.cfg", f"--data_path={small_npz}",
+                   f"--model_dir={tmp_path}", "--units=32", "--batch_size=64", "--epochs=2",
+                   "--log_every=5", "--eval_every=10")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"starting a new run in {tmp_path}"
+    progress = r"step +5/20 \(25%\) \| loss [\d.]+ \| acc +[\d.]+% \| [\d.]+ steps/s \| ETA \d"
+    assert any(re.match(progress, line) for line in lines), result.stdout
+    assert lines[-2].startswith("done: step 20/20 in ") and "test accuracy" in lines[-2]
+    assert lines[-1].startswith(f"outputs in {tmp_path}")
+    assert (tmp_path / "checkpoints" / "ckpt-20.index").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nope=1"], "Unknown command line flag 'nope'"),
+    (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
+    (["--mode=sgd"], "flag --mode=sgd: value should be one of"),
+    (["--update_prob=2"], "--update_prob=2.0: must be in (0, 1]"),
+    (["--flagfile=does/not/exist.cfg"], "Unable to open flagfile"),
+    (["--data_path=does/not/exist.npz"], "--data_path 'does/not/exist.npz' does not exist"),
+    (["--epochs=0"], "--epochs=0.0: must be > 0"),
+    (["positional"], "unexpected arguments: positional"),
+])
+def test_bad_flags_exit_nonzero_with_a_message_and_write_nothing(tmp_path, args, message):
+    model_dir = tmp_path / "run"
+    result = train(f"--model_dir={model_dir}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not model_dir.exists()
+
+
+def test_missing_model_dir_is_named():
+    result = train("--data_path=x.npz")
+    assert result.returncode != 0 and "--model_dir='': a directory for this run is required" in (
+        result.stderr)
+
+
+def test_unreachable_tfds_download_fails_within_seconds(tmp_path):
+    started = time.monotonic()
+    result = train(f"--model_dir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'tfds'}",
+                   env={"SG_KERAS_DOWNLOAD_PROBE": "127.0.0.1:9"})
+    assert result.returncode == 1
+    assert "cannot be reached" in result.stderr and "--data_path" in result.stderr
+    assert time.monotonic() - started < 60   # TensorFlow's import is most of it
