@@ -8,9 +8,10 @@
 
 from sg_keras import synthesizers
 from sg_keras.interception import GradientInterception
+from sg_keras.keras_model import DNIModel, FunctionalDNIModel
 from sg_keras.layers import DecoupledLayer
 from sg_keras.trainer import DNITrainer, NonFiniteError
 
-__all__ = ["DecoupledLayer", "DNITrainer", "GradientInterception", "NonFiniteError",
-           "synthesizers"]
+__all__ = ["DecoupledLayer", "DNIModel", "DNITrainer", "FunctionalDNIModel",
+           "GradientInterception", "NonFiniteError", "synthesizers"]
 __version__ = "0.1.0"

@@ -1,0 +1,266 @@
+"""`DNIModel`: Keras-native training with synthetic gradients.
+
+`model.compile(...)` and `model.fit(...)` train a `DNIModel` the way
+`DNITrainer` does: its `train_step` is the same DNI step (`sg_keras.step`),
+so every `DecoupledLayer` updates from its synthetic gradient and every
+synthesizer learns by regression, with its own optimizer. Evaluation,
+prediction, callbacks and `.keras` saving are Keras' own.
+"""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+
+from sg_keras.step import (STEP_KINDS, DNIOptions, clone_optimizer, context_dim_of,
+                           decoupled_layers, dni_gradients, label_context, layer_metrics,
+                           split_variables)
+
+
+def _get_optimizer(identifier, name):
+    """`keras.optimizers.get`, with errors naming the argument `name`."""
+    try:
+        return keras.optimizers.get(identifier)
+    except ValueError as error:
+        raise ValueError(f"`{name}`: {error}") from error
+
+
+class _LayerMetrics:
+    """Running means of the per-layer step metrics, `sg_loss/LAYER` and `cosine/LAYER`.
+
+    They are kept out of `model.metrics`, so `evaluate()` reports exactly the
+    compiled metrics. A mean is made the first time its key appears, which is
+    while the train step is traced, hence under `tf.init_scope` (its variables
+    are created eagerly, outside the traced graph). A mean that has seen no
+    value reads NaN: e.g. the cosine in an epoch without a measured step.
+    """
+
+    def __init__(self):
+        self._means = {}
+
+    def update(self, values):
+        for key, value in values.items():
+            if key not in self._means:
+                with tf.init_scope():
+                    self._means[key] = keras.metrics.Mean(name=key)
+            self._means[key].update_state(value)
+
+    def results(self):
+        return {key: tf.where(mean.count > 0, mean.result(), math.nan)
+                for key, mean in self._means.items()}
+
+    def reset(self):
+        for mean in self._means.values():
+            mean.reset_state()
+
+
+class DNIModel(keras.Model):
+    """A `keras.Model` whose `fit` trains its `DecoupledLayer`s with synthetic gradients.
+
+    Use it like `keras.Model`: `DNIModel(inputs, outputs)` builds a functional
+    model (a `FunctionalDNIModel`), subclassing `DNIModel` instead of
+    `keras.Model` gives a subclassed one, and `DNIModel.from_model(model)`
+    turns a built Sequential or functional model into one that shares its
+    layers. `compile` takes the DNI options next to Keras' own; then `fit`
+    trains, per step and exactly as `DNITrainer.train_step`, the network with
+    `optimizer` (decoupled modules from their synthetic gradients) and the
+    synthesizers with `sg_optimizer`. Outside training a `DecoupledLayer` is
+    its wrapped layer, so `evaluate`, `predict` and `model(x)` are those of the
+    plain model.
+
+    Training logs hold the compiled metrics plus, per decoupled layer, the
+    epoch mean of `sg_loss/LAYER` and, with `measure_every`, of
+    `cosine/LAYER` (NaN in an epoch without a measured step); `History`,
+    `TensorBoard` and `EarlyStopping` see them like any other metric.
+
+    The step number that schedules `true_gradient_every` and `measure_every`
+    is `optimizer.iterations`, read inside the traced step, which switches
+    (`tf.switch_case`) between one traced variant per kind of step.
+
+    A saved `.keras` file holds the compile options (`mode`, `sg_target`, ...,
+    the `sg_optimizer` configuration) and both optimizers' state, so a loaded
+    model resumes training where it stopped. A subclassed `DNIModel` saves as
+    any subclassed Keras model does (register it and give it a `get_config`).
+
+    Example (`model`: a built Sequential or functional model with two
+    `DecoupledLayer`s named "block1" and "block2"; `x`, `y`: inputs and
+    integer labels):
+
+    >>> dni = DNIModel.from_model(model)                                 # doctest: +SKIP
+    >>> dni.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],  # doctest: +SKIP
+    ...             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ...             sg_optimizer=keras.optimizers.Adam(1e-4), measure_every=100)
+    >>> history = dni.fit(x, y, batch_size=256, epochs=5)                # doctest: +SKIP
+    >>> sorted(history.history)                                          # doctest: +SKIP
+    ['accuracy', 'cosine/block1', 'cosine/block2', 'loss', 'sg_loss/block1', 'sg_loss/block2']
+
+    A subclassed model derives from `DNIModel`:
+
+    >>> class Net(DNIModel):                                             # doctest: +SKIP
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.block = DecoupledLayer(keras.layers.Dense(256, activation="relu"))
+    ...         self.head = keras.layers.Dense(10)
+    ...     def call(self, x, training=None):
+    ...         return self.head(self.block(x, training=training))
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is DNIModel and functional_init_arguments(args, kwargs):
+            return FunctionalDNIModel.__new__(FunctionalDNIModel, *args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        if functional_init_arguments(args, kwargs) and not isinstance(self, Functional):
+            # keras.Model would rebase the class (DNIModel included) onto Functional.
+            raise ValueError(
+                f"`inputs` and `outputs` given to the subclass {type(self).__name__!r} of "
+                "DNIModel: a functional-style subclass must derive from FunctionalDNIModel.")
+        super().__init__(*args, **kwargs)
+        self._layer_metrics = _LayerMetrics()
+
+    @staticmethod
+    def from_model(model):
+        """A `DNIModel` on the layers of a built Sequential or functional model.
+
+        The two models share their layers, hence their weights.
+
+        >>> dni = DNIModel.from_model(keras.Sequential([keras.Input((8,)),
+        ...                                             DecoupledLayer(keras.layers.Dense(4))]))
+        >>> type(dni).__name__
+        'FunctionalDNIModel'
+        """
+        if not isinstance(model, (keras.Sequential, Functional)) or not model.built:
+            raise ValueError(
+                f"`model` must be a built Sequential or functional keras.Model, got {model!r}; "
+                "for a subclassed model, subclass sg_keras.DNIModel instead of keras.Model.")
+        return FunctionalDNIModel(model.inputs, model.outputs, name=model.name)
+
+    def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, mode=None,
+                sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
+                **kwargs):
+        """Configures training; the DNI options are those of `DNITrainer`.
+
+        Args:
+            optimizer, loss: as for `keras.Model.compile`. The loss must be a
+                batch mean (Keras' default reduction).
+            sg_optimizer: optimizer (or its name) of the synthesizers. Default:
+                a fresh copy of `optimizer`'s configuration.
+            mode: "backprop", "dni" or "cdni" (the one-hot labels are the
+                synthesizers' context). Default: "cdni" if the DecoupledLayers
+                have a `context_dim`, "dni" if they have not, "backprop" if
+                there are none.
+            sg_target, true_gradient_every, measure_every, bp_lambda: as for
+                `DNITrainer`.
+            **kwargs: the other `keras.Model.compile` arguments (`metrics`,
+                `loss_weights`, `run_eagerly`, `jit_compile`, ...).
+
+        Raises:
+            ValueError: naming the argument that is invalid or does not fit
+                the model; loss scaling (`LossScaleOptimizer`, as
+                `mixed_float16` adds) is not supported.
+
+        Example:
+
+        >>> model.compile(optimizer="adam", metrics=["accuracy"],   # doctest: +SKIP
+        ...               loss="sparse_categorical_crossentropy", true_gradient_every=100)
+        """
+        layers = decoupled_layers(self)
+        context_dim = context_dim_of(self)
+        if mode is None:
+            mode = "backprop" if not layers else "dni" if context_dim is None else "cdni"
+        options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda)
+        options.check_layers(layers, context_dim)
+        optimizer = _get_optimizer(optimizer, "optimizer")
+        sg_optimizer = (clone_optimizer(optimizer) if sg_optimizer is None
+                        else _get_optimizer(sg_optimizer, "sg_optimizer"))
+        if sg_optimizer is optimizer:
+            raise ValueError("`sg_optimizer` must be another optimizer object than `optimizer`: "
+                             "each keeps its own state and step count.")
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "`optimizer`: loss scaling is not supported by DNIModel (the synthesizers would "
+                "regress on scaled gradients); pass auto_scale_loss=False under mixed_float16.")
+        self.sg_optimizer = sg_optimizer
+        self._dni_options = options
+        self._context_dim = context_dim
+        self._layer_metrics = _LayerMetrics()
+        if self.built:
+            self._build_optimizers()
+
+    def _build_optimizers(self):
+        network, synthesizers = split_variables(self)
+        for optimizer, variables in ((self.optimizer, network), (self.sg_optimizer, synthesizers)):
+            if not optimizer.built:
+                optimizer.build(variables)
+
+    def train_step(self, data):
+        """One DNI step on a batch, as `DNITrainer.train_step`; returns the logs."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not self.built:  # create every variable before the step variants are traced
+            self(x, training=False)
+        self._build_optimizers()
+        options = self._dni_options
+        decoupled = options.mode != "backprop"
+        network, synthesizers = split_variables(self)
+        variables = network + (synthesizers if decoupled else [])
+        context = label_context(y, self._context_dim) if options.mode == "cdni" else None
+
+        def loss_fn(y, y_pred):
+            return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+        def step(measure, regress_on_true):
+            result = dni_gradients(self, loss_fn, x, y, variables, context=context,
+                                   enabled=decoupled, bp_lambda=options.bp_lambda,
+                                   measure=measure, regress_on_true=regress_on_true)
+            self.optimizer.apply(result.gradients[:len(network)], network)
+            if decoupled:
+                self.sg_optimizer.apply(result.gradients[len(network):], synthesizers)
+            self._layer_metrics.update(layer_metrics(result))
+            return result.loss, result.predictions
+
+        kinds = options.step_kind_indices()
+        if len(kinds) == 1:
+            loss, y_pred = step(*STEP_KINDS[kinds[0]])
+        else:
+            branch_of_kind = [kinds.index(k) if k in kinds else 0 for k in range(len(STEP_KINDS))]
+            kind = options.step_kind_index(keras.ops.convert_to_tensor(self.optimizer.iterations))
+            loss, y_pred = tf.switch_case(
+                tf.gather(branch_of_kind, kind),
+                [lambda k=k: step(*STEP_KINDS[k]) for k in kinds])
+        self._loss_tracker.update_state(
+            loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
+        return {**self.compute_metrics(x, y, y_pred, sample_weight),
+                **self._layer_metrics.results()}
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        self._layer_metrics.reset()
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config.update(keras.saving.serialize_keras_object(
+                {"sg_optimizer": self.sg_optimizer, **dataclasses.asdict(self._dni_options)}))
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+
+@keras.saving.register_keras_serializable(package="sg_keras")
+class FunctionalDNIModel(DNIModel, Functional):
+    """The functional `DNIModel`: what `DNIModel(inputs, outputs)` returns.
+
+    Subclass it (not `DNIModel`) for a subclass whose `__init__` builds a
+    graph and calls `super().__init__(inputs, outputs)`.
+
+    >>> inputs = keras.Input((8,))
+    >>> outputs = keras.layers.Dense(2)(DecoupledLayer(keras.layers.Dense(4))(inputs))
+    >>> type(DNIModel(inputs, outputs)).__name__
+    'FunctionalDNIModel'
+    """
