@@ -16,6 +16,7 @@ from sg_keras import config as config_lib  # noqa: E402
 from sg_keras import experiment  # noqa: E402
 
 config_lib.define_flags()
+flags.adopt_module_key_flags(config_lib)   # so that --help lists them
 
 
 def main(argv):
