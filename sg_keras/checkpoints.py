@@ -13,9 +13,10 @@ keeps the previous checkpoint.
 
 Example:
 
->>> run_dir = RunDirectory("runs/mnist", config)           # doctest: +SKIP
->>> checkpoints = Checkpoints(run_dir.checkpoint_dir, trainer.checkpoint, trainer.step, keep=3)
->>> start = checkpoints.restore_latest() or 0
+>>> run_dir = RunDirectory("runs/mnist", config.architecture())      # doctest: +SKIP
+>>> checkpoints = Checkpoints(run_dir.checkpoint_dir, trainer.checkpoint,  # doctest: +SKIP
+...                           trainer.step, keep=3)
+>>> checkpoints.restore_latest()          # path of the restored checkpoint, or None  # doctest: +SKIP
 """
 
 import glob

@@ -7,7 +7,8 @@ never holds two histories of the same steps.
 
 Example:
 
->>> log = MetricsLog(path, resume_step=0)                 # doctest: +SKIP
+>>> import os, tempfile
+>>> log = MetricsLog(os.path.join(tempfile.mkdtemp(), "metrics.jsonl"), resume_step=0)
 >>> log.append({"step": 100, "split": "train", "loss": 0.31})
 >>> log.series("loss", split="train")
 ([100], [0.31])
