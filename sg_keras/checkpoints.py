@@ -114,19 +114,33 @@ class Checkpoints:
         self.directory = directory
         self.checkpoint = checkpoint
         self.step = step
-        try:
-            self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
-                                                      step_counter=step)
-        except (text_format.ParseError, protobuf_message.DecodeError, tf.errors.OpError) as error:
-            raise CheckpointError(self._damaged(f"its index file is unreadable ({error})")) from error
+        self.keep = keep
+        state_file = os.path.join(directory, "checkpoint")
+        self.manager = self._manager()
         # TensorFlow reads an unreadable `checkpoint` index file as "no checkpoint":
         # starting over would then overwrite the run, so refuse instead.
-        files = glob.glob(os.path.join(directory, "ckpt-*")) + glob.glob(
-            os.path.join(directory, "checkpoint"))
-        if self.manager.latest_checkpoint is None and files:
-            raise CheckpointError(self._damaged(
-                "it holds checkpoint files but its index file 'checkpoint' is missing or "
-                "unreadable"))
+        if self.manager.latest_checkpoint is None and os.path.exists(state_file):
+            raise CheckpointError(self._damaged("its index file 'checkpoint' is unreadable"))
+
+    def _manager(self):
+        try:
+            return tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                              max_to_keep=self.keep, step_counter=self.step)
+        except (text_format.ParseError, protobuf_message.DecodeError, tf.errors.OpError) as error:
+            raise CheckpointError(self._damaged(f"its index file is unreadable ({error})")) from error
+
+    def _unrecorded(self):
+        """The newest complete checkpoint that the index file does not list.
+
+        A run killed while saving its first checkpoint leaves `ckpt-N.index`
+        and data files but no `checkpoint` index file, which is written last.
+        """
+        numbered = []
+        for index_file in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
+            number = os.path.basename(index_file)[len("ckpt-"):-len(".index")]
+            if number.isdigit():
+                numbered.append((int(number), index_file[:-len(".index")]))
+        return max(numbered)[1] if numbered else None
 
     def _damaged(self, what):
         return (f"The checkpoint in {self.directory} cannot be restored: {what}. Nothing was "
@@ -138,9 +152,15 @@ class Checkpoints:
         return self.manager.latest_checkpoint
 
     def restore_latest(self):
-        """Restores the latest checkpoint; returns its path, or None if there is none."""
+        """Restores the latest checkpoint; returns its path, or None if there is none.
+
+        A complete checkpoint whose save was interrupted before the index file
+        recorded it is restored too, and then recorded.
+        """
         path = self.manager.latest_checkpoint
-        if path is None:
+        unrecorded = path is None and self._unrecorded()
+        path = path or unrecorded
+        if not path:
             return None
         try:
             status = self.checkpoint.restore(path)
@@ -153,6 +173,9 @@ class Checkpoints:
             raise CheckpointError(self._damaged(
                 f"{path} is corrupt or does not match this model ({type(error).__name__}: "
                 f"{_brief(error)})")) from error
+        if unrecorded:
+            tf.compat.v1.train.update_checkpoint_state(self.directory, path)
+            self.manager = self._manager()
         return path
 
     def save(self):

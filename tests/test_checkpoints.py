@@ -65,7 +65,7 @@ def test_save_keeps_the_last_n_and_restore_resumes(tmp_path):
     assert Checkpoints(tmp_path / "none", empty.checkpoint, empty.step, 2).restore_latest() is None
 
 
-@pytest.mark.parametrize("damage", ["data", "index", "state", "no_state", "missing"])
+@pytest.mark.parametrize("damage", ["data", "index", "state", "missing"])
 def test_damaged_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage):
     saved_run(tmp_path)
     if damage == "data":
@@ -75,8 +75,6 @@ def test_damaged_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage):
         (tmp_path / "ckpt-3.index").write_bytes(b"garbage" * 10)
     elif damage == "state":
         (tmp_path / "checkpoint").write_text("{{{ not a checkpoint state")
-    elif damage == "no_state":
-        (tmp_path / "checkpoint").unlink()
     else:
         (tmp_path / "ckpt-3.index").unlink()
     before = fingerprint(tmp_path)
@@ -97,3 +95,24 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     backprop = sg_keras.DNITrainer(plain, mode="backprop", optimizer=keras.optimizers.Adam())
     with pytest.raises(CheckpointError, match="another architecture"):
         Checkpoints(tmp_path, backprop.checkpoint, backprop.step, keep=2).restore_latest()
+
+
+def test_checkpoint_saved_but_not_yet_recorded_is_recovered(tmp_path):
+    """Killed between writing ckpt-N and the index file that lists it."""
+    trainer, _ = saved_run(tmp_path)
+    (tmp_path / "checkpoint").unlink()
+    fresh = make_trainer()
+    checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2)
+    assert checkpoints.restore_latest().endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    assert checkpoints.latest.endswith("ckpt-3")
+    fresh.train_step(*batch(16))
+    assert checkpoints.save().endswith("ckpt-4")
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == [
+        "ckpt-2.index", "ckpt-3.index", "ckpt-4.index"]
+
+
+def test_only_an_interrupted_first_save_means_a_fresh_start(tmp_path):
+    (tmp_path / "ckpt-50_temp").mkdir()
+    (tmp_path / "ckpt-50_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    trainer = make_trainer()
+    assert Checkpoints(tmp_path, trainer.checkpoint, trainer.step, 2).restore_latest() is None
