@@ -1,6 +1,7 @@
 """Crash-safe resume, the divergence guard and hostile input, through train.py."""
 
 import hashlib
+import io
 import json
 import signal
 import subprocess
@@ -135,17 +136,28 @@ def test_unwritable_model_dir_is_refused(tmp_path, small_npz):
     assert blocker.read_text() == "precious"
 
 
+def labels_out_of_range(path):
+    with np.load(path) as arrays:
+        arrays = dict(arrays)
+    arrays["y_test"] = arrays["y_test"] + 10
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "not a readable .npz"),
     (b"PK\x03\x04 truncated zip", "not a readable .npz"),
     (b"\x00garbage" * 100, "not a readable .npz"),
+    (labels_out_of_range, "test labels span 10..19; expected 0..9"),
 ])
-def test_hostile_npz_through_train_py(tmp_path, content, message):
+def test_hostile_npz_through_train_py(tmp_path, small_npz, content, message):
     path = tmp_path / "hostile.npz"
-    path.write_bytes(content)
+    path.write_bytes(content(small_npz) if callable(content) else content)
     result = train(f"--model_dir={tmp_path / 'run'}", f"--data_path={path}")
-    assert result.returncode == 1 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 or "error:" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_flagfile_with_an_unknown_flag(tmp_path):
