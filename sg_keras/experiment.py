@@ -173,6 +173,15 @@ class _Run:
             self.summaries.image(step, name, png)
         self.summaries.flush()
 
+    def save_checkpoint(self, step):
+        """Saves a checkpoint, unless an update overflowed: then stops, saving nothing."""
+        bad = self.trainer.nonfinite_variables()
+        if bad:
+            raise RunError(f"NaN/Inf in the weights after step {step - 1}: {'; '.join(bad)}. An "
+                           "update overflowed: lower the learning rates. Not saved; the last "
+                           f"checkpoint ({self.checkpoints.latest or 'none yet'}) is intact.")
+        return self.checkpoints.save()
+
     def train(self):
         config, trainer = self.config, self.trainer
         step = self.start
@@ -203,7 +212,7 @@ class _Run:
             if step % config.eval_every == 0 and step != self.total:
                 self.evaluate(step)
             if step % config.checkpoint_every == 0 or step == self.total:
-                self.checkpoints.save()
+                self.save_checkpoint(step)
         return step
 
     def finish(self, step, wall):
@@ -242,7 +251,7 @@ def run(config):
     try:
         step = job.train()
     except KeyboardInterrupt:
-        path = job.checkpoints.save()
+        path = job.save_checkpoint(int(job.trainer.step.numpy()))
         job.summaries.close()
         job.progress.say(f"interrupted: saved {path}; run the same command to resume")
         raise

@@ -216,27 +216,24 @@ def sparse_accuracy(y, predictions):
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32))
 
 
-def all_finite(tensor):
-    """A boolean scalar: no NaN or Inf in `tensor`."""
-    return tf.reduce_all(tf.math.is_finite(tensor))
-
-
 def float_state(model):
     """The model's non-trainable float variables (e.g. BatchNorm statistics)."""
     return [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
 
 
-def finiteness_checks(result, variables, state=()):
-    """Named boolean scalars: is the loss, each layer's ĝ, each gradient finite?
+def finiteness_sums(result, variables, state=()):
+    """Named sums of every part of a step: NaN/Inf in a part makes its sum non-finite.
 
-    `state`: variables the forward pass updated (see `float_state`), checked too.
+    One cheap reduction per part (the loss, each layer's ĝ, each gradient,
+    each statistic in `state`, see `float_state`); the names tell which part
+    went wrong. A sum that overflows is flagged too, rightly.
     """
-    checks = {"loss": all_finite(result.loss)}
+    parts = {"loss": result.loss}
     for key, record in zip(record_keys(result.records), result.records):
-        checks[f"synthetic gradient of {key}"] = all_finite(record.synthetic)
+        parts[f"synthetic gradient of {key}"] = record.synthetic
     for variable, gradient in zip(variables, result.gradients):
         if gradient is not None:
-            checks[f"gradient of {variable.path}"] = all_finite(gradient)
+            parts[f"gradient of {variable.path}"] = gradient
     for variable in state:
-        checks[f"statistic {variable.path}"] = all_finite(variable)
-    return checks
+        parts[f"statistic {variable.path}"] = variable
+    return {name: tf.reduce_sum(tf.cast(value, tf.float32)) for name, value in parts.items()}

@@ -1,39 +1,31 @@
 """`DNITrainer`: a `tf.function` training loop for backprop, DNI and cDNI."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from sg_keras.step import (DNIOptions, all_finite, clone_optimizer, context_dim_of,
-                           decoupled_layers, dni_gradients, finiteness_checks, float_state,
-                           label_context, layer_metrics, record_keys, sparse_accuracy,
-                           split_variables)
+from sg_keras.step import (DNIOptions, clone_optimizer, context_dim_of, decoupled_layers,
+                           dni_gradients, finiteness_sums, float_state, label_context,
+                           layer_metrics, record_keys, sparse_accuracy, split_variables)
 from sg_keras.validation import in_interval, one_of
 
 ON_NONFINITE = ("raise", "skip")
 
 
 class NonFiniteError(FloatingPointError):
-    """A training step produced NaN or Inf.
+    """A training step produced NaN or Inf; its update was not applied.
 
     Attributes:
         step: the step number (0-based) of the bad batch.
         parts: what was not finite (the loss, a layer's synthetic gradient,
-            a variable's gradient, a statistic; or a weight or optimizer
-            variable after the update).
-        applied: False if the step was caught before its update (nothing
-            changed); True if its update itself overflowed, leaving NaN/Inf in
-            the weights or the optimizer state: resume from a checkpoint.
+            a variable's gradient, a BatchNorm statistic).
     """
 
-    def __init__(self, step, parts, applied=False):
-        self.step, self.parts, self.applied = step, list(parts), applied
-        where = "after its update" if applied else "in"
-        consequence = (
-            "The update overflowed and cannot be undone: do not save this state; restart from "
-            "the last checkpoint with lower learning rates." if applied else
-            "The step's update was not applied. Lower the learning rates, clip the synthetic "
-            "gradients (sg_clip_norm) or skip such steps (on_nonfinite='skip').")
-        super().__init__(f"NaN/Inf at step {step} {where}: {'; '.join(self.parts)}. {consequence}")
+    def __init__(self, step, parts):
+        self.step, self.parts = step, list(parts)
+        super().__init__(f"NaN/Inf at step {step} in: {'; '.join(self.parts)}. The step's update "
+                         "was not applied. Lower the learning rates, clip the synthetic gradients "
+                         "(sg_clip_norm) or skip such steps (on_nonfinite='skip').")
 
 
 def _restore(variables, values):
@@ -79,9 +71,9 @@ class DNITrainer:
             updated statistics (BatchNorm) hold NaN/Inf changes nothing: no
             update is applied and the statistics are put back. "raise" (default) raises
             `NonFiniteError` naming the step and the parts, "skip" goes on
-            (the step still counts, and `logs["skipped"]` is 1). An update that
-            itself overflows (NaN/Inf in the weights or optimizer state
-            afterwards) always raises `NonFiniteError` with `applied=True`.
+            (the step still counts, and `logs["skipped"]` is 1). An update
+            that itself overflows is caught by `nonfinite_variables()`, which
+            a loop should call before it saves a checkpoint.
         seed: seed of the update-probability draws.
         jit_compile: compile the step with XLA.
 
@@ -129,9 +121,6 @@ class DNITrainer:
         self.network_variables, self.synthesizer_variables = split_variables(model)
         self._groups = self._module_groups()
         self._build_optimizers()
-        optimizers = [self.optimizer, self.sg_optimizer] + [o for o, _ in self._groups]
-        self._updated = self.network_variables + self.synthesizer_variables + [
-            v for optimizer in optimizers for v in optimizer.variables if "float" in str(v.dtype)]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self._rng = tf.random.Generator.from_seed(int(seed))
         self.checkpoint = tf.train.Checkpoint(
@@ -188,7 +177,7 @@ class DNITrainer:
         if self.mode != "backprop":
             self.sg_optimizer.apply([by_id[id(v)] for v in self.synthesizer_variables],
                                     self.synthesizer_variables)
-        return tf.stack([all_finite(v) for v in self._updated])
+        return tf.constant(True)
 
     def _make_step(self, kind):
         measure, regress_on_true = kind
@@ -203,23 +192,23 @@ class DNITrainer:
                                    context=self._context(y), enabled=decoupled,
                                    bp_lambda=self.bp_lambda, clip_norm=self.sg_clip_norm,
                                    measure=measure, regress_on_true=regress_on_true)
-            checks = finiteness_checks(result, variables, state)
-            self._check_names[kind] = list(checks)
-            finite = tf.stack(list(checks.values()))
+            sums = finiteness_sums(result, variables, state)
+            self._check_names[kind] = list(sums)
+            finite = tf.math.is_finite(tf.stack(list(sums.values())))
             updated = self._draw_updates()
             applied = tf.reduce_all(finite)
 
             def skip():
                 _restore(state, saved)
-                return tf.ones([len(self._updated)], tf.bool)
+                return tf.constant(False)
 
-            after = tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
+            tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
             self.step.assign_add(1)
             logs = {"loss": result.loss, "accuracy": sparse_accuracy(y, result.predictions),
                     **layer_metrics(result)}
             for index, layer in enumerate(self._layers if updated is not None else []):
                 logs[f"updated/{layer.name}"] = tf.cast(updated[index] & applied, tf.float32)
-            return logs, finite, after
+            return logs, finite
 
         return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
 
@@ -234,18 +223,14 @@ class DNITrainer:
         """Runs one training step on a batch; returns a dict of scalar tensors.
 
         Raises:
-            NonFiniteError: NaN/Inf in the step and `on_nonfinite="raise"`, or
-                in the weights after the update.
+            NonFiniteError: NaN/Inf in the step and `on_nonfinite="raise"`.
         """
         step = int(self.step.numpy())
         kind = self.step_kind(step)
         if kind not in self._steps:
             self._steps[kind] = self._make_step(kind)
-        logs, finite, after = self._steps[kind](x, y)
-        finite, after = finite.numpy(), after.numpy()
-        if not after.all():
-            raise NonFiniteError(step, [v.path for v, ok in zip(self._updated, after) if not ok],
-                                 applied=True)
+        logs, finite = self._steps[kind](x, y)
+        finite = finite.numpy()
         if not finite.all():
             bad = [name for name, ok in zip(self._check_names[kind], finite) if not ok]
             if self.on_nonfinite == "raise":
@@ -253,6 +238,18 @@ class DNITrainer:
         if self.on_nonfinite == "skip":
             logs["skipped"] = tf.constant(0.0 if finite.all() else 1.0)
         return logs
+
+    def nonfinite_variables(self):
+        """Paths of the weights and optimizer variables that hold NaN or Inf.
+
+        The step checks everything before its update, but an update can still
+        overflow (e.g. a learning rate far too large); check this before
+        saving a checkpoint.
+        """
+        optimizers = [self.optimizer, self.sg_optimizer] + [o for o, _ in self._groups]
+        variables = self.model.variables + [v for o in optimizers for v in o.variables]
+        return [v.path for v in variables
+                if "float" in str(v.dtype) and not np.isfinite(v.numpy()).all()]
 
     def _inspect_batch(self, x, y):
         state = self.model.non_trainable_variables

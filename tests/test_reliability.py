@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -80,8 +81,9 @@ def test_divergence_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path,
     result = train(*args)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: NaN/Inf at step ") and "fcn/dni" in message
-    bad_step = int(message.split("at step ")[1].split(" ")[0])
+    found = re.match(r"error: NaN/Inf (at step|in the weights after step) (\d+)", message)
+    assert found and "fcn/dni" in message, message
+    bad_step = int(found.group(2))   # 0-based: ckpt-N holds the N steps before it
     assert f"the last checkpoint ({tmp_path}/checkpoints/ckpt-{bad_step}) is intact" in message
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index"))
     assert saved[-1] == f"ckpt-{bad_step}.index"

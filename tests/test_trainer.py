@@ -322,3 +322,11 @@ def test_a_step_that_breaks_batchnorm_statistics_is_undone():
     strict = sg_keras.DNITrainer(model, mode="dni")
     with pytest.raises(sg_keras.NonFiniteError, match="statistic .*moving_variance"):
         strict.train_step(huge, y)
+
+
+def test_nonfinite_variables_names_an_overflowed_weight():
+    model = fcn()
+    trainer = sg_keras.DNITrainer(model, mode="dni")
+    assert trainer.nonfinite_variables() == []
+    model.layers[2].kernel.assign(np.full((16, 5), np.inf, "float32"))
+    assert trainer.nonfinite_variables() == [model.layers[2].kernel.path]
