@@ -62,9 +62,12 @@ class DNITrainer:
         bp_lambda: BP(λ) mix in [0, 1]: pass down `λ·δ + (1 − λ)·ĝ/B`.
         update_prob: probability p in (0, 1] that a decoupled module updates its
             weights at a step (simulated asynchrony). With p < 1 each decoupled
-            module gets its own copy of `optimizer`, whose state advances only
-            when the module updates; layers outside any `DecoupledLayer` always
-            update, and synthesizers train every step.
+            module gets its own copy of `optimizer`, whose state (moments,
+            step count) advances only when the module updates, while its
+            learning rate is always `optimizer`'s current one (a schedule
+            follows the training step, not the module's update count). Layers
+            outside any `DecoupledLayer` always update with `optimizer`, and
+            synthesizers train every step.
         sg_clip_norm: if set, clip each example's synthetic gradient to this L2
             norm where it is applied.
         on_nonfinite: a step whose loss, synthetic gradients, gradients or
@@ -140,8 +143,14 @@ class DNITrainer:
         for layer in self._layers:
             variables = [v for v in layer.layer.trainable_variables if id(v) not in seen]
             seen.update(id(v) for v in variables)
-            groups.append((clone_optimizer(self.optimizer), variables))
+            groups.append((self._module_optimizer(), variables))
         return groups
+
+    def _module_optimizer(self):
+        """A copy of `optimizer` whose learning rate is always `optimizer`'s current one."""
+        config = {**self.optimizer.get_config(),
+                  "learning_rate": lambda: self.optimizer.learning_rate}
+        return self.optimizer.__class__.from_config(config)
 
     def _build_optimizers(self):
         grouped = {id(v) for _, variables in self._groups for v in variables}

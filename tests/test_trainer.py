@@ -159,6 +159,17 @@ def test_update_probability_skips_whole_modules():
     assert int(trainer.optimizer.iterations.numpy()) == 12
 
 
+def test_module_learning_rates_follow_the_training_step_not_their_update_count():
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([4], [1e-2, 1e-3])
+    trainer = sg_keras.DNITrainer(fcn(), mode="dni", update_prob=0.3, seed=0,
+                                  optimizer=keras.optimizers.Adam(schedule))
+    for step in range(6):
+        trainer.train_step(*batch(seed=step))
+    module_optimizers = trainer.checkpoint.module_optimizers
+    assert all(int(o.iterations.numpy()) < 4 for o in module_optimizers)
+    assert [float(o.learning_rate) for o in module_optimizers] == pytest.approx([1e-3, 1e-3])
+
+
 @pytest.mark.parametrize("kwargs, name", [
     ({"mode": "sgd"}, "mode"),
     ({"update_prob": 0.0}, "update_prob"),
