@@ -18,6 +18,7 @@ Writes bench/results/soak.{json,md} and soak_rss.png.
 """
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -55,7 +56,10 @@ def main():
     child = [sys.executable, "train.py", "--mode=cdni", "--num_layers=3",
              f"--train_steps={args.steps}", f"--checkpoint_every={args.checkpoint_every}",
              f"--eval_every={args.eval_every}", "--log_every=100", "--measure_every=100",
-             f"--model_dir={model_dir}", f"--data_path={mnist}"]
+             # relative to the child's working directory (the repository), so the
+             # command recorded in the results holds no machine paths
+             f"--model_dir={os.path.relpath(model_dir, common.REPO)}",
+             f"--data_path={os.path.relpath(mnist, common.REPO)}"]
     print(" ".join(child), flush=True)
 
     started = time.perf_counter()
