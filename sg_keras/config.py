@@ -18,8 +18,8 @@ from typing import List, Optional
 
 from absl import flags
 
-MODES = ("backprop", "dni", "cdni")
-SG_TARGETS = ("bootstrap", "true")
+from sg_keras.step import MODES, SG_TARGETS
+
 ON_NONFINITE = ("stop", "skip")
 # The flags that shape the network and its checkpoint: a run directory keeps them.
 ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units")

@@ -129,6 +129,7 @@ class _Run:
         self.log = MetricsLog(self.run_dir.metrics_path, self.start)
         self.summaries = Summaries(self.run_dir.path)
         self.progress = _Progress(self.start, self.total)
+        self.test_batches = data.eval_batches(self.test_split)
         fixed = data.eval_batches(self.test_split, FIXED_EXAMPLES).take(1)
         self.fixed_x, self.fixed_y = next(iter(fixed))
 
@@ -147,7 +148,7 @@ class _Run:
         return result
 
     def _evaluate(self, step):
-        result = self.trainer.evaluate(data.eval_batches(self.test_split))
+        result = self.trainer.evaluate(self.test_batches)
         self.log.append({"step": step, "split": "eval", **result})
         self.summaries.scalars("eval", step, result)
         self.progress.say(f"eval at step {step}: test loss {result['loss']:.4f} | "
