@@ -3,6 +3,7 @@
 import hashlib
 
 import keras
+import numpy as np
 import pytest
 
 import conftest
@@ -54,6 +55,15 @@ def saved_run(tmp_path):
     return trainer, checkpoints
 
 
+def assert_same_state(trainer, fresh):
+    """Every weight and optimizer variable (both optimizers) of `fresh` equals `trainer`'s."""
+    def state(t):
+        return t.model.variables + t.optimizer.variables + t.sg_optimizer.variables
+
+    for a, b in zip(state(trainer), state(fresh), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_save_keeps_the_last_n_and_restore_resumes(tmp_path):
     trainer, checkpoints = saved_run(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
@@ -61,6 +71,7 @@ def test_save_keeps_the_last_n_and_restore_resumes(tmp_path):
     fresh = make_trainer()
     restored = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2).restore_latest()
     assert restored.endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    assert_same_state(trainer, fresh)
     empty = make_trainer()
     assert Checkpoints(tmp_path / "none", empty.checkpoint, empty.step, 2).restore_latest() is None
 
@@ -104,6 +115,7 @@ def test_checkpoint_saved_but_not_yet_recorded_is_recovered(tmp_path):
     fresh = make_trainer()
     checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2)
     assert checkpoints.restore_latest().endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    assert_same_state(trainer, fresh)
     assert checkpoints.latest.endswith("ckpt-3")
     fresh.train_step(*batch(16))
     assert checkpoints.save().endswith("ckpt-4")

@@ -89,13 +89,15 @@ def test_fit_makes_the_same_steps_as_the_trainer(mode, options):
 def test_branches_of_a_residual_model_both_learn():
     model = branching_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS)
-    synthesizers = [model.get_layer(name).synthesizer for name in ("branch_a", "branch_b")]
-    before = [values(s.trainable_variables) for s in synthesizers]
+    branches = [model.get_layer(name) for name in ("branch_a", "branch_b")]
+    parts = [(branch.layer, branch.synthesizer) for branch in branches]
+    before = [[values(part.trainable_variables) for part in pair] for pair in parts]
     history = model.fit(*separable(), batch_size=32, epochs=8, verbose=0).history
     assert history["loss"][-1] < 0.5 * history["loss"][0]
-    for name, synthesizer, start in zip(("branch_a", "branch_b"), synthesizers, before):
-        assert changed(start, synthesizer.trainable_variables)
-        assert history[f"sg_loss/{name}"][-1] < history[f"sg_loss/{name}"][0]
+    for branch, pair, starts in zip(branches, parts, before):
+        for part, start in zip(pair, starts):   # the module (from ĝ) and its synthesizer
+            assert changed(start, part.trainable_variables), part.name
+        assert history[f"sg_loss/{branch.name}"][-1] < history[f"sg_loss/{branch.name}"][0]
 
 
 def test_subclassed_model_builds_in_fit_and_picks_cdni():

@@ -46,6 +46,9 @@ def test_conv_layer_trains_and_synthetic_gradient_has_the_activation_shape():
     assert set(logs) >= {"loss", "accuracy", f"sg_loss/{layer.name}", f"cosine/{layer.name}"}
     after = [v.numpy() for v in layer.synthesizer.trainable_variables]
     assert any(np.abs(a - b).max() > 0 for a, b in zip(after, before)), "synthesizer learned"
+    kernel = layer.layer.kernel.numpy()
+    trainer.train_step(x, y)   # now ĝ is not zero: the convolution updates from it
+    assert np.abs(layer.layer.kernel.numpy() - kernel).max() > 0
     h = layer.layer(x)
     assert layer.synthetic_gradient(h).shape == h.shape == (5, 6, 6, 3)
     assert float(tf.reduce_max(tf.abs(layer.synthetic_gradient(h, training=True)))) > 0
@@ -167,5 +170,9 @@ def test_functional_model_with_decoupled_layer():
     model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
     x, y = batch()
     trainer = sg_keras.DNITrainer(model, mode="dni")
+    decoupled = model.layers[1]
+    before = [v.numpy() for v in decoupled.synthesizer.trainable_variables]
     logs = trainer.train_step(x, y % 3)
-    assert np.isfinite(float(logs["loss"]))
+    assert np.isfinite(float(logs["loss"])) and float(logs[f"sg_loss/{decoupled.name}"]) > 0
+    after = [v.numpy() for v in decoupled.synthesizer.trainable_variables]
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(after, before)), "synthesizer learned"
