@@ -33,20 +33,6 @@ VARIANTS = {
     "update prob. 0.5": {"update_prob": 0.5},
     "update prob. 0.2": {"update_prob": 0.2},
 }
-TAIL = 0.2   # final cosine: mean over the last 20 % of the measurements
-
-
-def final_cosines(logs):
-    """Per layer, the seed mean of each run's mean cosine over its last measurements."""
-    cosines = {}
-    for key in logs[0].keys("cosine/"):
-        per_run = []
-        for log in logs:
-            values = log.series(key)[1]
-            tail = values[-max(1, int(TAIL * len(values))):]
-            per_run.append(statistics.mean(tail))
-        cosines[key.split("/", 1)[1]] = statistics.mean(per_run)
-    return cosines
 
 
 def main():
@@ -61,13 +47,8 @@ def main():
     budget = common.schedule(args.epochs)
 
     def cell(name, **settings):
-        errors, walls, logs = [], [], []
-        for seed in args.seeds:
-            summary, log = common.train(f"ablations/{name}_seed{seed}", num_layers=3, seed=seed,
-                                        **budget, **settings)
-            errors.append(100 * (1 - summary["test_accuracy"]))
-            walls.append(summary["wall_time_s"])
-            logs.append(log)
+        errors, walls, logs = common.train_seeds(f"ablations/{name}", args.seeds, num_layers=3,
+                                                 **budget, **settings)
         return {"test error %": statistics.mean(errors),
                 "per seed %": ", ".join(f"{e:.2f}" for e in errors),
                 "wall s": statistics.mean(walls), "per_seed_error": errors, "logs": logs}
@@ -75,29 +56,30 @@ def main():
     rows = [{"variant": "backprop (reference)", "mode": "backprop",
              **cell("backprop", mode="backprop", measure_every=0)}]
     for mode in args.modes:
-        baseline = None
         for variant in args.variants:
             name = f"{mode}_{variant.replace(' ', '_').replace(':', '').replace('.', '')}"
             row = {"variant": variant, "mode": mode,
                    **cell(name, mode=mode, measure_every=args.measure_every, **VARIANTS[variant])}
-            cosines = final_cosines(row["logs"])
+            cosines = common.final_cosines(row["logs"])
             row["final cosine per layer"] = ", ".join(f"{c:.2f}" for c in cosines.values())
             row["final_cosine"] = cosines
-            if variant == "baseline":
-                baseline = row["test error %"]
-            elif baseline is not None:
-                row["vs baseline (pp)"] = f"{row['test error %'] - baseline:+.2f}"
             rows.append(row)
+    baselines = {row["mode"]: row["test error %"] for row in rows if row["variant"] == "baseline"}
     for row in rows:
         del row["logs"]
+        if row["variant"] != "baseline" and row["mode"] in baselines:
+            row["vs baseline (pp)"] = f"{row['test error %'] - baselines[row['mode']]:+.2f}"
     notes = [f"Budget per cell: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
              f"{common.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
              f"3-layer FCN (256 units); seeds {args.seeds}; test error on the 10,000 MNIST test "
              "images (mean over seeds).",
              "Baseline: linear synthesizer, bootstrapped SG target, update probability 1; each "
              "variant changes one setting.",
-             f"Final cosine: mean cos(synthetic, true gradient) over the last {TAIL:.0%} of the "
-             f"measurements (every {args.measure_every} steps), layers bottom to top."]
+             "Final cosine: mean cos(synthetic, true gradient) over the last "
+             f"{common.TAIL:.0%} of the measurements, layers bottom to top; measured every "
+             f"{args.measure_every} steps, and on every step that computes the true gradient "
+             "anyway: every step for 'target: true gradient', every 10th step for 'target: "
+             "true every 10 steps'."]
     common.write_results(
         "ablations", "Ablations at 3 layers: synthesizer depth, SG target, update probability",
         ["variant", "mode", "test error %", "per seed %", "vs baseline (pp)",

@@ -8,7 +8,7 @@ Dense → BatchNorm → ReLU, and a Dense(10) head; linear synthesizers), batch
   targets: backprop >= 97 %, cDNI >= 96 %, DNI >= 93 %;
 * the step-time ratios DNI/backprop and cDNI/backprop: the three trainers
   are built in this process and `train_step` is timed in blocks that
-  interleave the modes (see `common.step_times`), after a warm-up.
+  interleave the modes (see `common.time_trainers`), after a warm-up.
 
 Writes bench/results/acceptance.{json,md}.
 
@@ -18,6 +18,7 @@ Writes bench/results/acceptance.{json,md}.
 
 import argparse
 import statistics
+import sys
 
 import common
 
@@ -53,11 +54,10 @@ def main():
             accuracy[mode].append(100 * summary["test_accuracy"])
             wall[mode].append(summary["wall_time_s"])
 
-    train_split, _ = common.load_mnist()
-    batches = common.batches(train_split, 50)
-    trainers = {mode: common.make_trainer(train_split.x.shape[1:], mode=mode, measure_every=0)
-                for mode in MODES}
-    times = common.step_times(trainers, batches, rounds=args.rounds, block=args.block)
+    times, errors = common.time_trainers({mode: {"mode": mode, "measure_every": 0}
+                                          for mode in MODES}, rounds=args.rounds, block=args.block)
+    if errors:
+        sys.exit(f"timing failed: {errors}")
 
     rows = []
     for mode in MODES:
@@ -73,7 +73,7 @@ def main():
             "step time / backprop": ratio_text, "ratio_vs_backprop": median_ratio,
             "run wall s (mean)": statistics.mean(wall[mode])})
     notes = [f"Budget: {args.epochs:g} epochs of batch {common.BATCH_SIZE} "
-             f"({round(args.epochs * common.steps_per_epoch())} steps), Adam 1e-3, no decay, "
+             f"({common.total_steps(args.epochs)} steps), Adam 1e-3, no decay, "
              f"seeds {args.seeds}; test accuracy on the 10,000 MNIST test images.",
              f"Step times: median over {args.rounds} rounds of {args.block} train_step calls "
              "per mode, modes interleaved (measure_every=0); step time / backprop: median of the "

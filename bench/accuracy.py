@@ -26,24 +26,15 @@ from matplotlib.figure import Figure
 
 import common
 from sg_keras import plots
+from sg_keras.step import MODES
 
-MODES = ("backprop", "dni", "cdni")
 TARGET_GAP = {"cdni": 0.3, "dni": 1.0}   # pp of test error over backprop's, at 3 layers
-TAIL = 0.2                               # final cosine: mean over the last 20 % of measurements
 
 
 def mean_series(logs, key, split):
     """`(steps, mean over runs)` of a metric that every run logged at the same steps."""
     steps, _ = logs[0].series(key, split)
     return steps, np.mean([log.series(key, split)[1] for log in logs], axis=0)
-
-
-def final_cosines(logs):
-    cosines = {}
-    for key in logs[0].keys("cosine/"):
-        _, values = mean_series(logs, key, "train")
-        cosines[key.split("/", 1)[1]] = float(np.mean(values[-max(1, int(TAIL * len(values))):]))
-    return cosines
 
 
 def verdict(mode, layers, gap):
@@ -88,22 +79,15 @@ def main():
     errors, walls, logs = {}, {}, {}
     for layers in args.layers:
         for mode in args.modes:
-            cell = errors[layers, mode] = []
-            walls[layers, mode], logs[layers, mode] = [], []
-            for seed in args.seeds:
-                summary, log = common.train(
-                    f"accuracy/fcn{layers}_{mode}_seed{seed}", mode=mode, num_layers=layers,
-                    seed=seed, eval_every=args.eval_every, measure_every=args.measure_every,
-                    **budget)
-                cell.append(100 * (1 - summary["test_accuracy"]))
-                walls[layers, mode].append(summary["wall_time_s"])
-                logs[layers, mode].append(log)
+            errors[layers, mode], walls[layers, mode], logs[layers, mode] = common.train_seeds(
+                f"accuracy/fcn{layers}_{mode}", args.seeds, mode=mode, num_layers=layers,
+                eval_every=args.eval_every, measure_every=args.measure_every, **budget)
 
     rows = []
     for (layers, mode), cell in errors.items():
         reference = errors.get((layers, "backprop"))
         gap = statistics.mean(cell) - statistics.mean(reference) if reference else None
-        cosines = final_cosines(logs[layers, mode]) if mode != "backprop" else {}
+        cosines = common.final_cosines(logs[layers, mode]) if mode != "backprop" else {}
         rows.append({"layers": layers, "mode": mode, "test error %": statistics.mean(cell),
                      "per seed %": ", ".join(f"{e:.2f}" for e in cell),
                      "vs backprop (pp)": None if mode == "backprop" or gap is None
@@ -117,8 +101,9 @@ def main():
              f"{', '.join(budget['lr_decay_steps'])}; linear synthesizers, SG target bootstrap; "
              f"seeds {args.seeds}; error on the 10,000 MNIST test images (mean over seeds).",
              "Targets at 3 layers: cDNI within 0.3 pp of backprop's error, DNI within 1.0 pp.",
-             f"Final cosine: mean cos(synthetic, true gradient) over the last {TAIL:.0%} of "
-             f"the measurements (every {args.measure_every} steps), layers bottom to top."]
+             "Final cosine: mean cos(synthetic, true gradient) over the last "
+             f"{common.TAIL:.0%} of the measurements (every {args.measure_every} steps), "
+             "layers bottom to top."]
     common.write_results(
         "accuracy", "MNIST FCN test error by depth: backprop vs DNI vs cDNI",
         ["layers", "mode", "test error %", "per seed %", "vs backprop (pp)", "target met",

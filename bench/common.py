@@ -7,13 +7,20 @@
   Python/TensorFlow/Keras versions;
 * `write_results(...)`: prints a table and saves it as JSON and Markdown, both
   recording the command that made it, the date and the machine;
+* `save_figure(...)`: a matplotlib figure as `bench/results/NAME.png`;
+* `schedule(...)`: the step budget and learning-rate decay of an epoch count;
 * `train(...)`: one in-process training run through `sg_keras.experiment.run`,
-  returning its summary and its `MetricsLog`;
-* `make_trainer(...)`, `step_times(...)`: a bare `DNITrainer` of the MNIST FCN
-  and per-step timings of several trainers, measured in interleaved blocks.
+  returning its summary and its `MetricsLog`; `train_seeds(...)`: one per
+  seed, returning test errors, wall times and logs; `final_cosines(...)`: the
+  synthetic/true gradient cosine per layer at the end of such runs;
+* `make_trainer(...)`, `step_times(...)`, `time_trainers(...)`: a bare
+  `DNITrainer` of the MNIST FCN, per-step timings of several trainers
+  measured in interleaved blocks, and both together on MNIST batches;
+* `status_mb(...)`: a memory field of `/proc/PID/status` in MB.
 """
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -31,6 +38,7 @@ RESULTS = REPO / "bench" / "results"
 RUNS = RESULTS / "runs"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 BATCH_SIZE = 256
+TAIL = 0.2   # final cosine: mean over the last 20 % of a run's measurements
 LOAD_AT_START = os.getloadavg()[0]   # other users' work shows in the load average
 
 
@@ -112,15 +120,15 @@ def write_results(name, title, columns, rows, notes=(), **extra):
 
 
 def save_figure(figure, name):
-    """Saves a matplotlib `Figure` as `bench/results/NAME.png`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """Saves a matplotlib `Figure` as `bench/results/NAME.png` (atomically)."""
+    from sg_keras import plots
 
-    FigureCanvasAgg(figure)
     path = RESULTS / f"{name}.png"
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plots.save_png(plots.to_png(figure), path)
     print(f"written: {path}", flush=True)
 
 
+@functools.cache
 def steps_per_epoch(batch_size=BATCH_SIZE):
     import numpy as np
 
@@ -128,9 +136,16 @@ def steps_per_epoch(batch_size=BATCH_SIZE):
         return len(archive["y_train"]) // batch_size
 
 
+def total_steps(epochs, batch_size=BATCH_SIZE):
+    """Training steps of an `epochs` budget on MNIST, counted as `train.py` counts them."""
+    from sg_keras.config import Config
+
+    return Config(epochs=epochs, batch_size=batch_size).total_steps(steps_per_epoch(batch_size))
+
+
 def schedule(epochs, decay_at=(0.6, 0.8)):
     """`train_steps` and `lr_decay_steps` of an `epochs` budget decayed at those fractions."""
-    total = round(epochs * steps_per_epoch())
+    total = total_steps(epochs)
     return {"train_steps": total, "lr_decay_steps": [str(round(f * total)) for f in decay_at]}
 
 
@@ -152,6 +167,36 @@ def train(name, **settings):
     print(f"--- {name}: {settings}", flush=True)
     summary = run(config)
     return summary, MetricsLog(model_dir / "metrics.jsonl", resume_step=sys.maxsize)
+
+
+def train_seeds(name, seeds, **settings):
+    """`train`s `Config(seed=SEED, **settings)` in `bench/results/runs/NAME_seedSEED` per seed.
+
+    Returns `(errors, walls, logs)`, one entry per seed: the test error in %,
+    the run's wall time in seconds and its `MetricsLog`.
+    """
+    errors, walls, logs = [], [], []
+    for seed in seeds:
+        summary, log = train(f"{name}_seed{seed}", seed=seed, **settings)
+        errors.append(100 * (1 - summary["test_accuracy"]))
+        walls.append(summary["wall_time_s"])
+        logs.append(log)
+    return errors, walls, logs
+
+
+def final_cosines(logs):
+    """Per layer, the mean over runs of each run's mean cosine over its last `TAIL` of measurements.
+
+    Runs may hold different numbers of measurements.
+    """
+    cosines = {}
+    for key in logs[0].keys("cosine/"):
+        per_run = []
+        for log in logs:
+            values = log.series(key)[1]
+            per_run.append(statistics.mean(values[-max(1, int(TAIL * len(values))):]))
+        cosines[key.split("/", 1)[1]] = statistics.mean(per_run)
+    return cosines
 
 
 def load_mnist():
@@ -197,6 +242,37 @@ def step_times(trainers, batches, warmup=50, rounds=20, block=50):
                 trainers[name].train_step(*batches[(round_index * block + index) % len(batches)])
             times[name].append((time.perf_counter() - start) / block)
     return times
+
+
+def time_trainers(settings, warmup=50, rounds=20, block=50):
+    """Builds a trainer per `{name: make_trainer settings}` and times it with `step_times`.
+
+    All in this process, on 50 MNIST training batches held in memory. Each
+    trainer runs one step when built; one that fails to build or step is left
+    out. Returns `(times, errors)`: `step_times`' result and, by name, the
+    error of each trainer left out ("ErrorType: message").
+    """
+    train_split, _ = load_mnist()
+    held = batches(train_split, 50)
+    trainers, errors = {}, {}
+    for name, config in settings.items():
+        try:
+            trainer = make_trainer(train_split.x.shape[1:], **config)
+            trainer.train_step(*held[0])
+            trainers[name] = trainer
+        except Exception as error:  # e.g. XLA failing to compile: reported, not fatal
+            errors[name] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            print(f"{name}: {errors[name]}", flush=True)
+    return step_times(trainers, held, warmup, rounds, block), errors
+
+
+def status_mb(field, pid="self"):
+    """A memory field of `/proc/PID/status` ("VmRSS", "VmHWM", ...) in MB."""
+    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def ratio(times, name, baseline):

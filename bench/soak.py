@@ -3,13 +3,14 @@
 Runs `python train.py` as a child process: the 3-layer cDNI FCN on real MNIST
 for 20,000 steps with a checkpoint every 500 steps (--keep_checkpoints left at
 its default, 3), a test evaluation (with plots) every 4,000 steps and the
-cosine measurement every 100. Warm-up, which the "start" sample follows,
-runs to 1,000 steps past the first evaluation, so one-time costs (tracing
-the evaluation, the first plots) are not counted as drift. At each of the child's progress lines
-("step N/20000 ...") it reads the child's resident memory (VmRSS from
-/proc/PID/status). Reports the RSS after warm-up, at the middle and at the
-end, the drift between them and the slope of a line fitted after warm-up,
-and the number of checkpoints on disk at the end.
+cosine measurement every 100. Warm-up (--warmup), which the "start" sample
+follows, runs by default to 1,000 steps past the first evaluation, so
+one-time costs (tracing the evaluation, the first plots) are not counted as
+drift. At each of the child's progress lines ("step N/20000 ...") it reads
+the child's resident memory (VmRSS from /proc/PID/status). Reports the RSS
+after warm-up, at the middle and at the end, the drift between them and the
+slope of a line fitted after warm-up, and the number of checkpoints on disk
+at the end.
 
 Writes bench/results/soak.{json,md} and soak_rss.png.
 
@@ -34,22 +35,19 @@ PROGRESS = re.compile(r"^step\s+(\d+)/(\d+)")
 FLAT = 0.05   # "flat": RSS at the end within 5 % of the RSS after warm-up
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--checkpoint_every", type=int, default=500)
     parser.add_argument("--eval_every", type=int, default=4000)
-    parser.add_argument("--warmup", type=int, default=5000,
-                        help="steps before the 'start' RSS sample")
+    parser.add_argument("--warmup", type=int,
+                        help="steps before the 'start' RSS sample (default: eval_every + 1000)")
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = args.eval_every + 1000
+    if not args.warmup < args.steps:
+        parser.error(f"--warmup={args.warmup} must be below --steps={args.steps} "
+                     "(by default --warmup is --eval_every + 1000)")
     mnist = common.require_mnist()
     model_dir = common.RUNS / "soak"
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -69,7 +67,7 @@ def main():
         for line in process.stdout:
             match = PROGRESS.match(line)
             if match:
-                samples.append((int(match.group(1)), rss_mb(process.pid)))
+                samples.append((int(match.group(1)), common.status_mb("VmRSS", process.pid)))
             if not match or int(match.group(1)) % 1000 == 0:
                 print(line, end="", flush=True)
             tail = (tail + [line])[-20:]
@@ -80,13 +78,13 @@ def main():
     steps = np.array([s for s, _ in samples])
     rss = np.array([r for _, r in samples])
     after = steps >= args.warmup
-    start, middle, end = (rss[after][0], rss[np.argmin(abs(steps - args.steps / 2))], rss[-1])
+    middle_index = np.argmin(abs(steps - args.steps / 2))
+    start, middle, end = rss[after][0], rss[middle_index], rss[-1]
     slope = np.polyfit(steps[after], rss[after], 1)[0] * 10000
     checkpoints = sorted(p.name for p in (model_dir / "checkpoints").glob("ckpt-*.index"))
     drift = end - start
     rows = [{"point": "start (after warm-up)", "step": int(steps[after][0]), "RSS MB": start},
-            {"point": "middle", "step": int(steps[np.argmin(abs(steps - args.steps / 2))]),
-             "RSS MB": middle},
+            {"point": "middle", "step": int(steps[middle_index]), "RSS MB": middle},
             {"point": "end", "step": int(steps[-1]), "RSS MB": end},
             {"point": "max after warm-up", "step": int(steps[after][np.argmax(rss[after])]),
              "RSS MB": float(rss[after].max())}]

@@ -7,16 +7,18 @@ with `DNITrainer(jit_compile=True)`. Measures
 
 * steps/s and examples/s: every trainer lives in this one process and
   `train_step` is timed in blocks that interleave the configurations (see
-  `common.step_times`), after a warm-up; no cosine measurement
+  `common.time_trainers`), after a warm-up; no cosine measurement
   (measure_every=0), except the "measured" rows (measure_every=1), whose step
   time over the plain one is the cost of a measured step;
 * step-time ratios over backprop (same compiler setting) and XLA's speed-up
   (step time without XLA over with XLA, same configuration);
-* peak resident memory: each configuration runs --memory_steps steps in a
-  fresh child process, which reports its peak resident memory (VmHWM from
-  /proc/self/status; a child's ru_maxrss would count the parent's memory at
-  fork time), together with a child that only imports TensorFlow and loads
-  the data.
+* peak resident memory of training: each configuration runs --memory_steps
+  steps in a fresh child process, which loads the data, resets its
+  high-water mark (writing 5 to /proc/self/clear_refs) and reports its peak
+  resident memory after the steps (VmHWM from /proc/self/status; a child's
+  ru_maxrss would count the parent's memory at fork time), together with a
+  child that only imports TensorFlow, loads the data and resets: its value
+  is the resident memory every configuration's peak starts from.
 
 Target: DNI with a linear synthesizer within 1.15x of backprop's step time.
 Writes bench/results/speed.{json,md} and speed.png.
@@ -56,16 +58,16 @@ def settings(name):
 
 
 def run_child(name, steps):
-    """In this process: load the data, train `name` for `steps` steps, print the peak RSS."""
+    """In this process: load the data, train `name` `steps` steps, print the peak RSS since."""
     train_split, _ = common.load_mnist()
     batches = common.batches(train_split, 20)
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")   # VmHWM := current RSS, so loading the data leaves no peak
     if name != NO_MODEL:
         trainer = common.make_trainer(train_split.x.shape[1:], **settings(name))
         for index in range(steps):
             trainer.train_step(*batches[index % len(batches)])
-    with open("/proc/self/status", encoding="utf-8") as handle:
-        peak_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
-    print(f"{PEAK_RSS}{peak_kb / 1024:.1f}")
+    print(f"{PEAK_RSS}{common.status_mb('VmHWM'):.1f}")
 
 
 def peak_rss_mb(name, steps):
@@ -77,20 +79,6 @@ def peak_rss_mb(name, steps):
         print(f"peak RSS of {name} failed:\n{child.stderr[-2000:]}", flush=True)
         return None
     return float(lines[-1].removeprefix(PEAK_RSS))
-
-
-def first_steps(names, batches, input_shape):
-    """Builds each trainer and runs its first step; returns (trainers, errors by name)."""
-    trainers, errors = {}, {}
-    for name in names:
-        try:
-            trainer = common.make_trainer(input_shape, **settings(name))
-            trainer.train_step(*batches[0])
-            trainers[name] = trainer
-        except Exception as error:  # report XLA's (or any) failure in the table
-            errors[name] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-            print(f"{name}: {errors[name]}", flush=True)
-    return trainers, errors
 
 
 def speed_figure(rows):
@@ -124,11 +112,8 @@ def main():
         return run_child(args.peak_rss_of, args.memory_steps)
 
     names = list(CONFIGS) + ([] if args.no_xla else [name + XLA for name in CONFIGS])
-    train_split, _ = common.load_mnist()
-    batches = common.batches(train_split, 50)
-    trainers, errors = first_steps(names, batches, train_split.x.shape[1:])
-    times = common.step_times(trainers, batches, warmup=args.warmup, rounds=args.rounds,
-                              block=args.block)
+    times, errors = common.time_trainers({name: settings(name) for name in names},
+                                         warmup=args.warmup, rounds=args.rounds, block=args.block)
     memory = {name: peak_rss_mb(name, args.memory_steps) for name in [NO_MODEL] + names}
 
     rows = [{"configuration": NO_MODEL, "peak RSS MB": memory[NO_MODEL]}]
@@ -154,8 +139,9 @@ def main():
              "per configuration, all configurations interleaved in one process after "
              f"{args.warmup} warm-up steps; ratios: median of the per-round ratios "
              "(interquartile range in brackets).",
-             f"Peak RSS: VmHWM of a fresh child that trains {args.memory_steps} steps; "
-             f"'{NO_MODEL}' is the floor every child pays."]
+             f"Peak RSS: VmHWM of a fresh child that trains {args.memory_steps} steps, reset "
+             "after the child loaded the data (the training peak; loading's own peak is left "
+             f"out); '{NO_MODEL}' is the RSS at that reset, the floor every peak starts from."]
     if "dni linear" in times and "backprop" in times:
         dni, text = common.ratio(times, "dni linear", "backprop")
         notes.append(f"Target: DNI (linear) within {TARGET}x of backprop's step time: "

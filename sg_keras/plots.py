@@ -1,7 +1,8 @@
 """Figures of a run, drawn with matplotlib's object API (no pyplot, no display).
 
-Every function draws one figure and returns it as PNG bytes; `save_png`
-writes them atomically, so a run killed mid-write leaves the previous plot.
+Every plotting function draws one figure and returns it as PNG bytes
+(rendered by `to_png`, which takes any matplotlib `Figure`); `save_png` writes
+them atomically, so a run killed mid-write leaves the previous plot.
 
 Example:
 
@@ -17,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _png(figure):
+def to_png(figure):
+    """A matplotlib `Figure` rendered as PNG bytes (100 dpi, tight bounding box)."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -54,7 +56,7 @@ def loss_curves(log):
     else:
         synth.text(0.5, 0.5, "no decoupled layers (backprop)", ha="center",
                    transform=synth.transAxes)
-    return _png(figure)
+    return to_png(figure)
 
 
 def cosine_curves(log):
@@ -68,7 +70,7 @@ def cosine_curves(log):
              ylim=(-0.2, 1.0))
     if log.keys("cosine/"):
         axes.legend()
-    return _png(figure)
+    return to_png(figure)
 
 
 def gradient_heatmaps(report, examples=32, units=64):
@@ -90,7 +92,7 @@ def gradient_heatmaps(report, examples=32, units=64):
                                              aspect="auto", interpolation="nearest")
             axes[row, column].set(title=f"{name}: {title}", xlabel="unit", ylabel="example")
         figure.colorbar(image, ax=list(axes[row]))
-    return _png(figure)
+    return to_png(figure)
 
 
 def prediction_grid(images, labels, predictions, columns=8):
@@ -107,7 +109,7 @@ def prediction_grid(images, labels, predictions, columns=8):
             ax.set_title(f"{predictions[index]} ({labels[index]})",
                          color="black" if right else "red", fontsize=10)
     figure.suptitle("prediction (label)")
-    return _png(figure)
+    return to_png(figure)
 
 
 def error_curves(curves, title="Test error"):
@@ -118,4 +120,4 @@ def error_curves(curves, title="Test error"):
         axes.plot(steps, errors, marker=".", label=label)
     axes.set(title=title, xlabel="step", ylabel="test error %", yscale="log")
     axes.legend()
-    return _png(figure)
+    return to_png(figure)
