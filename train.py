@@ -2,7 +2,7 @@
 
     python train.py --flagfile=configs/mnist_cdni.cfg --data_path=../shared/data/mnist.npz
 
-All flags: `python train.py --help`. The work is done by `sg_keras.experiment`.
+All flags: `python train.py --help`. The work is done by `sg_keras.job.experiment`.
 """
 
 import os
@@ -33,8 +33,8 @@ _start_tensorflow_quietly()
 
 from absl import app, flags, logging  # noqa: E402
 
-from sg_keras import config as config_lib  # noqa: E402
-from sg_keras import experiment  # noqa: E402
+from sg_keras.job import config as config_lib  # noqa: E402
+from sg_keras.job import experiment  # noqa: E402
 
 config_lib.define_flags()
 flags.adopt_module_key_flags(config_lib)   # so that --help lists them

@@ -5,7 +5,7 @@ bootstrapped SG target, update probability 1):
 
 * synthesizer hidden layers: 0 (baseline), 1, 2 (1024 units, Dense → BN → ReLU);
 * SG target: bootstrap (baseline), true gradient (a full backward pass every
-  step), periodic true-gradient regression every 10 steps (--true_grad_every=10);
+  step), periodic true-gradient regression every 10 steps (--true_gradient_every=10);
 * update probability p: 1 (baseline), 0.5, 0.2.
 
 Every cell gets the same reduced budget (default 10 epochs of batch 256, Adam
@@ -29,7 +29,7 @@ VARIANTS = {
     "synthesizer 1x1024": {"synth_layers": 1},
     "synthesizer 2x1024": {"synth_layers": 2},
     "target: true gradient": {"sg_target": "true"},
-    "target: true every 10 steps": {"true_grad_every": 10},
+    "target: true every 10 steps": {"true_gradient_every": 10},
     "update prob. 0.5": {"update_prob": 0.5},
     "update prob. 0.2": {"update_prob": 0.2},
 }

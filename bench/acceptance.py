@@ -1,6 +1,6 @@
 """Core acceptance figures on real MNIST: backprop, cDNI and DNI after 3 epochs.
 
-The 3-layer FCN of `sg_keras.models.fcn` (two decoupled hidden blocks of 256,
+The 3-layer FCN of `sg_keras.job.networks.fcn` (two decoupled hidden blocks of 256,
 Dense → BatchNorm → ReLU, and a Dense(10) head; linear synthesizers), batch
 256, Adam 1e-3 without decay, 3 epochs. Measures
 

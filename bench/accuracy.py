@@ -1,6 +1,6 @@
 """Final MNIST test error of FCNs with 3-6 layers: backprop vs DNI vs cDNI.
 
-Every cell is the FCN of `sg_keras.models.fcn` (256 units, linear
+Every cell is the FCN of `sg_keras.job.networks.fcn` (256 units, linear
 synthesizers, DNI between every pair of layers) trained for the same budget:
 by default 30 epochs of batch 256, Adam 1e-3 decayed x0.1 at 60 % and 80 % of
 the steps. Targets at 3 layers: cDNI's error within 0.3 percentage points of
@@ -25,8 +25,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import common
-from sg_keras import plots
-from sg_keras.step import MODES
+from sg_keras.job import plots
+from sg_keras.options import MODES
 
 TARGET_GAP = {"cdni": 0.3, "dni": 1.0}   # pp of test error over backprop's, at 3 layers
 

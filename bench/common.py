@@ -9,7 +9,7 @@
   recording the command that made it, the date and the machine;
 * `save_figure(...)`: a matplotlib figure as `bench/results/NAME.png`;
 * `schedule(...)`: the step budget and learning-rate decay of an epoch count;
-* `train(...)`: one in-process training run through `sg_keras.experiment.run`,
+* `train(...)`: one in-process training run through `sg_keras.job.experiment.run`,
   returning its summary and its `MetricsLog`; `train_seeds(...)`: one per
   seed, returning test errors, wall times and logs; `final_cosines(...)`: the
   synthetic/true gradient cosine per layer at the end of such runs;
@@ -121,7 +121,7 @@ def write_results(name, title, columns, rows, notes=(), **extra):
 
 def save_figure(figure, name):
     """Saves a matplotlib `Figure` as `bench/results/NAME.png` (atomically)."""
-    from sg_keras import plots
+    from sg_keras.job import plots
 
     path = RESULTS / f"{name}.png"
     plots.save_png(plots.to_png(figure), path)
@@ -138,7 +138,7 @@ def steps_per_epoch(batch_size=BATCH_SIZE):
 
 def total_steps(epochs, batch_size=BATCH_SIZE):
     """Training steps of an `epochs` budget on MNIST, counted as `train.py` counts them."""
-    from sg_keras.config import Config
+    from sg_keras.job.config import Config
 
     return Config(epochs=epochs, batch_size=batch_size).total_steps(steps_per_epoch(batch_size))
 
@@ -156,9 +156,9 @@ def train(name, **settings):
     """
     import keras
 
-    from sg_keras.config import Config
-    from sg_keras.experiment import run
-    from sg_keras.history import MetricsLog
+    from sg_keras.job.config import Config
+    from sg_keras.job.experiment import run
+    from sg_keras.job.history import MetricsLog
 
     model_dir = RUNS / name
     shutil.rmtree(model_dir, ignore_errors=True)
@@ -200,22 +200,22 @@ def final_cosines(logs):
 
 
 def load_mnist():
-    from sg_keras import data
+    from sg_keras.job import data
 
     return data.load(data_path=require_mnist())
 
 
 def batches(split, count, seed=0):
     """`count` training batches held in memory, so timings leave out the input pipeline."""
-    from sg_keras import data
+    from sg_keras.job import data
 
     return list(data.train_batches(split, BATCH_SIZE, seed).take(count))
 
 
 def make_trainer(input_shape, **settings):
     """The `DNITrainer` that `train.py` would build for `Config(**settings)`."""
-    from sg_keras.config import Config
-    from sg_keras.experiment import build_trainer
+    from sg_keras.job.config import Config
+    from sg_keras.job.experiment import build_trainer
 
     config = Config(model_dir=str(RUNS / "unused"), **settings).validate()
     return build_trainer(config, input_shape)

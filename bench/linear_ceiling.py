@@ -30,7 +30,7 @@ import json
 import numpy as np
 
 import common
-from sg_keras.step import cosine_similarity
+from sg_keras.metrics import cosine_similarity
 
 
 def measure(model_path, x, y, context):

@@ -23,9 +23,9 @@ import tensorflow as tf
 from absl import flags
 
 import common
-from sg_keras import config as config_lib
-from sg_keras import plots
-from sg_keras.history import MetricsLog
+from sg_keras.job import config as config_lib
+from sg_keras.job import plots
+from sg_keras.job.history import MetricsLog
 
 CONFIG = "configs/paper_mnist_fcn3_cdni.cfg"
 

@@ -1,6 +1,6 @@
 """Training speed and peak memory of backprop, DNI and cDNI on the 3-layer MNIST FCN.
 
-All configurations are the FCN of `sg_keras.models.fcn` (two decoupled
+All configurations are the FCN of `sg_keras.job.networks.fcn` (two decoupled
 hidden blocks of 256, batch 256, Adam 1e-3) built by `train.py`'s own
 `build_trainer`, with linear or MLP (2x1024) synthesizers, without XLA and
 with `DNITrainer(jit_compile=True)`. Measures

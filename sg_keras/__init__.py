@@ -1,17 +1,23 @@
 """sg_keras: synthetic gradients (Decoupled Neural Interfaces) for Keras 3.
 
+The library is the top level of the package; `sg_keras.job` is the MNIST
+training job behind `train.py`.
+
 >>> import keras, sg_keras
 >>> block = keras.Sequential([keras.layers.Dense(256), keras.layers.BatchNormalization(),
 ...                           keras.layers.ReLU()])
 >>> layer = sg_keras.DecoupledLayer(block, context_dim=10)     # cDNI
 """
 
-from sg_keras import synthesizers
+from sg_keras import dni_maths, synthesizers
+from sg_keras.dni_model import DNIModel, FunctionalDNIModel
+from sg_keras.engine import NonFiniteError, StepEngine
 from sg_keras.interception import GradientInterception
-from sg_keras.keras_model import DNIModel, FunctionalDNIModel
 from sg_keras.layers import DecoupledLayer
-from sg_keras.trainer import DNITrainer, NonFiniteError
+from sg_keras.options import DNIOptions, Mode, OnNonFinite, SGTarget
+from sg_keras.trainer import DNITrainer
 
-__all__ = ["DecoupledLayer", "DNIModel", "DNITrainer", "FunctionalDNIModel",
-           "GradientInterception", "NonFiniteError", "synthesizers"]
-__version__ = "0.1.0"
+__all__ = ["DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer", "FunctionalDNIModel",
+           "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite", "SGTarget",
+           "StepEngine", "dni_maths", "synthesizers"]
+__version__ = "0.2.0"

@@ -1,27 +1,27 @@
 """Gradient interception: the custom-gradient identity behind `DecoupledLayer`.
 
 In training a `DecoupledLayer` returns its wrapped layer's output `h` through
-`intercept(...)`, an identity whose backward function
+`intercept(...)`, an identity whose backward function is a thin adapter over
+`sg_keras.dni_maths`: it
 
-* receives the gradient `δ` that actually arrives at `h` from above (the
-  synthesizer's regression target),
-* sends the synthetic gradient `ĝ / B` down in place of `δ`, and
-* returns, as the gradient of the synthesizer's variables, the gradient of the
-  regression loss `mean_b ‖ĝ_b − B·δ_b‖²`.
+* receives the gradient `δ` that arrives at `h` from above,
+* sends `applied_gradient(ĝ, δ, N)` down in its place, and
+* returns, as the gradient of the synthesizer's variables, the VJP of
+  `synthesizer_output_gradient(ĝ, regression_target(δ, N), N)` through the
+  synthesizer.
 
 `ĝ = M(h[, c])` is computed once, in the forward pass, under a tape that the
 backward function reuses; so one `tape.gradient(loss, variables)` over any
 Keras graph yields the DNI updates of every module and of every synthesizer.
 
-Scale (per-example gradients): the task loss is assumed to be a mean over the
-batch, so `δ = ∂L_sum/∂h / B`. Synthesizers predict the per-example gradient
-`∂L_sum/∂h` (target `B·δ`) and the backward divides by `B` where it applies
-the prediction, so a trained synthesizer does not depend on the batch size.
-
 `GradientInterception` is the scope a training loop opens around the forward
-pass: it carries the context (cDNI labels), switches interception on or off and
-collects one `InterceptionRecord` per decoupled call, through which the loop
-reads the synthesizer losses and can ask for a true-gradient pass.
+pass. It carries what the forward pass cannot know by itself: the context
+(cDNI labels), the normaliser `N` (the global batch; by default each
+activation's own batch), BP(λ) and clipping. It collects one `Interception`
+per decoupled call. By default a `tape.gradient` call makes the synthetic
+backward pass; inside `with scope.backward(BackwardPass(...))` it makes a
+true pass (every interception lets `δ` through, to measure `∂L/∂h`) or
+regresses the synthesizers on given true gradients.
 
 Example:
 
@@ -29,15 +29,17 @@ Example:
 ...     with tf.GradientTape() as tape:
 ...         loss = loss_fn(y, model(x, training=True))
 >>> grads = tape.gradient(loss, model.trainable_variables)        # doctest: +SKIP
->>> [float(r.sg_loss) for r in scope.records]                     # doctest: +SKIP
+>>> [float(i.sg_loss) for i in scope.interceptions]               # doctest: +SKIP
 """
 
+import contextlib
 import dataclasses
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Mapping, Optional
 
 import tensorflow as tf
 
+from sg_keras import dni_maths
 from sg_keras.validation import in_interval
 
 _local = threading.local()
@@ -55,36 +57,45 @@ def current_scope():
     return scopes[-1] if scopes else None
 
 
+@dataclasses.dataclass(frozen=True)
+class BackwardPass:
+    """How the interceptions behave in one `tape.gradient` call.
+
+    Attributes:
+        true: pass the arriving gradient down unchanged and train no
+            synthesizer (a true backward pass, to measure `∂L/∂h`).
+        targets: `{interception index: ∂L/∂h}`; those synthesizers regress on
+            the given true gradient (of the mean loss) instead of the arriving
+            one.
+    """
+
+    true: bool = False
+    targets: Optional[Mapping[int, tf.Tensor]] = None
+
+
+SYNTHETIC_PASS = BackwardPass()
+TRUE_PASS = BackwardPass(true=True)
+
+
 @dataclasses.dataclass(eq=False)
-class InterceptionRecord:
-    """What one decoupled call saw in the forward pass and its backward set.
+class Interception:
+    """One decoupled call: what the forward pass saw, and what its backward reported.
 
-    Attributes set in the forward pass:
+    Attributes:
         layer: the `DecoupledLayer` that was called.
+        index: its position among the scope's interceptions (forward order).
         activation: `h`, the wrapped layer's output.
-        output: the intercepted output (identity of `h`); a training loop asks
-            for gradients with respect to it to get the true `∂L/∂h`.
         synthetic: `ĝ = M(h[, c])`, the per-example synthetic gradient.
-
-    Switches read by the backward function (set them between two
-    `tape.gradient` calls of a persistent tape):
-        pass_true: pass the arriving gradient down unchanged and train nothing
-            (a true backward pass, for diagnostics and true targets).
-        true_gradient: when set, the synthesizer regresses on this gradient
-            (of the mean loss, as returned by `tape.gradient`) instead of the
-            one that arrives in this backward pass.
-
-    Set by the backward function (synthetic pass):
-        target: the per-example regression target (`B·δ`).
-        sg_loss: `mean_b ‖ĝ_b − target_b‖²`.
+        output: the intercepted output (the identity of `h`).
+        target: set by a synthetic backward pass: the regression target `N·δ`.
+        sg_loss: set by a synthetic backward pass: `Σ ‖ĝ − target‖² / N`.
     """
 
     layer: Any
+    index: int
     activation: tf.Tensor
     synthetic: tf.Tensor
     output: Optional[tf.Tensor] = None
-    pass_true: bool = False
-    true_gradient: Optional[tf.Tensor] = None
     target: Optional[tf.Tensor] = None
     sg_loss: Optional[tf.Tensor] = None
 
@@ -98,11 +109,13 @@ class GradientInterception:
             labels).
         enabled: if False, decoupled layers behave exactly like their wrapped
             layer in training too (plain backprop; synthesizers are not run).
-        bp_lambda: BP(λ) mixing in [0, 1]: pass down `λ·δ + (1 − λ)·ĝ/B`.
+        bp_lambda: BP(λ) mixing in [0, 1]: pass down `λ·δ + (1 − λ)·ĝ/N`.
             0 (default) is pure DNI.
         clip_norm: if set, each example's synthetic gradient is clipped to
             this L2 norm where it is applied (the synthesizer still regresses
             on its unclipped prediction).
+        normaliser: `N`, the number of examples the loss averages over (the
+            global batch under tf.distribute); None: each activation's batch.
 
     Example:
 
@@ -110,13 +123,16 @@ class GradientInterception:
     ...     logits = model(x, training=True)
     """
 
-    def __init__(self, context=None, enabled=True, bp_lambda=0.0, clip_norm=None):
+    def __init__(self, context=None, enabled=True, bp_lambda=0.0, clip_norm=None,
+                 normaliser=None):
         self.context = context
         self.enabled = bool(enabled)
         self.bp_lambda = in_interval(bp_lambda, 0.0, 1.0, "bp_lambda")
         self.clip_norm = (None if clip_norm is None
                           else in_interval(clip_norm, 0.0, float("inf"), "clip_norm", low_open=True))
-        self.records: List[InterceptionRecord] = []
+        self.normaliser = normaliser
+        self.interceptions: List[Interception] = []
+        self.backward_pass = SYNTHETIC_PASS
 
     def __enter__(self):
         _scopes().append(self)
@@ -126,57 +142,73 @@ class GradientInterception:
         _scopes().remove(self)
         return False
 
+    @contextlib.contextmanager
+    def backward(self, backward_pass):
+        """Makes the `tape.gradient` calls inside the block use `backward_pass`."""
+        previous, self.backward_pass = self.backward_pass, backward_pass
+        try:
+            yield
+        finally:
+            self.backward_pass = previous
 
-def intercept(h, synthesize: Callable[[tf.Tensor], tf.Tensor], record_factory, bp_lambda=0.0,
-              clip_norm=None):
+    def intercept(self, layer, h, synthesize):
+        """Decouples `h` (see `intercept`) and records the `Interception`."""
+        output, interception = intercept(layer, h, synthesize, self, len(self.interceptions))
+        self.interceptions.append(interception)
+        return output
+
+
+_DEFAULT_SCOPE = GradientInterception()
+
+
+def intercept(layer, h, synthesize, scope=None, index=0):
     """Returns `h` unchanged, with its backward replaced by the DNI backward.
 
     Args:
+        layer: the `DecoupledLayer` being called (recorded).
         h: the activation to decouple.
         synthesize: `h -> ĝ`, the synthesizer call (with its context bound).
             It is run here, once, under a tape kept for the backward pass.
-        record_factory: `(activation, synthetic) -> InterceptionRecord`; the
-            record through which the backward is steered and reports.
-        bp_lambda: BP(λ) mixing weight of the arriving gradient.
-        clip_norm: optional per-example L2 norm bound of the applied `ĝ`.
+        scope: the `GradientInterception` whose options and backward pass
+            apply; None: the defaults (no context, the local batch).
+        index: the interception's position in `scope`.
 
     Returns:
-        `(output, record)`.
+        `(output, interception)`.
     """
-    records = []
+    scope = scope or _DEFAULT_SCOPE
+    made = []
 
     @tf.custom_gradient
     def decoupled_identity(h):
         with tf.GradientTape(persistent=True) as tape:
             synthetic = synthesize(h)
-        record = record_factory(h, synthetic)
-        records.append(record)
+        interception = Interception(layer, index, h, synthetic)
+        made.append(interception)
 
         def backward(delta, variables=None):
             variables = variables or []
-            if record.pass_true:
+            backward_pass = scope.backward_pass
+            if backward_pass.true:
                 return delta, [None] * len(variables)
-            batch = tf.cast(tf.shape(h)[0], delta.dtype)
-            arriving = delta if record.true_gradient is None else record.true_gradient
-            target = tf.stop_gradient(arriving) * batch
-            residual = synthetic - target
-            record.target = target
-            record.sg_loss = tf.reduce_mean(
-                tf.reduce_sum(tf.reshape(tf.square(residual), [tf.shape(h)[0], -1]), axis=1))
+            normaliser = (dni_maths.local_batch(h) if scope.normaliser is None
+                          else scope.normaliser)
+            arriving = (backward_pass.targets or {}).get(index, delta)
+            target = dni_maths.regression_target(arriving, normaliser)
+            interception.target = target
+            interception.sg_loss = dni_maths.synthesizer_loss(synthetic, target, normaliser)
             variable_grads = tape.gradient(
-                synthetic, variables, output_gradients=2.0 * residual / batch)
-            applied = synthetic
-            if clip_norm is not None:
-                axes = list(range(1, len(synthetic.shape)))
-                applied = tf.clip_by_norm(synthetic, clip_norm, axes=axes)
-            down = applied / batch
-            if bp_lambda:
-                down = bp_lambda * delta + (1.0 - bp_lambda) * down
+                synthetic, variables,
+                output_gradients=dni_maths.synthesizer_output_gradient(synthetic, target,
+                                                                       normaliser))
+            down = dni_maths.applied_gradient(synthetic, delta, normaliser,
+                                              bp_lambda=scope.bp_lambda,
+                                              clip_norm=scope.clip_norm)
             return down, variable_grads
 
         return tf.identity(h), backward
 
     output = decoupled_identity(h)
-    record = records[0]
-    record.output = output
-    return output, record
+    interception = made[0]
+    interception.output = output
+    return output, interception

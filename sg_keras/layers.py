@@ -110,15 +110,13 @@ class DecoupledLayer(keras.layers.Wrapper):
         if not training or (scope is not None and not scope.enabled):
             return h
         kwargs = self._check_context(scope.context if scope is not None else None)
-        output, record = interception.intercept(
-            h,
-            synthesize=lambda a: self.synthesizer(a, training=True, **kwargs),
-            record_factory=lambda a, g: interception.InterceptionRecord(self, a, g),
-            bp_lambda=scope.bp_lambda if scope is not None else 0.0,
-            clip_norm=scope.clip_norm if scope is not None else None)
-        if scope is not None:
-            scope.records.append(record)
-        return output
+
+        def synthesize(activation):
+            return self.synthesizer(activation, training=True, **kwargs)
+
+        if scope is None:
+            return interception.intercept(self, h, synthesize)[0]
+        return scope.intercept(self, h, synthesize)
 
     def synthetic_gradient(self, h, context=None, training=False):
         """Returns `ĝ = M(h[, context])` for an activation `h`.

@@ -4,34 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sg_keras.step import (DNIOptions, clone_optimizer, context_dim_of, decoupled_layers,
-                           dni_gradients, finiteness_sums, float_state, label_context,
-                           layer_metrics, record_keys, sparse_accuracy, split_variables)
-from sg_keras.validation import in_interval, one_of
-
-ON_NONFINITE = ("raise", "skip")
-
-
-class NonFiniteError(FloatingPointError):
-    """A training step produced NaN or Inf; its update was not applied.
-
-    Attributes:
-        step: the step number (0-based) of the bad batch.
-        parts: what was not finite (the loss, a layer's synthetic gradient,
-            a variable's gradient, a BatchNorm statistic).
-    """
-
-    def __init__(self, step, parts):
-        self.step, self.parts = step, list(parts)
-        super().__init__(f"NaN/Inf at step {step} in: {'; '.join(self.parts)}. The step's update "
-                         "was not applied. Lower the learning rates, clip the synthetic gradients "
-                         "(sg_clip_norm) or skip such steps (on_nonfinite='skip').")
-
-
-def _restore(variables, values):
-    """Puts back values that a forward pass wrote (BatchNorm statistics)."""
-    for variable, value in zip(variables, values):
-        variable.assign(value)
+from sg_keras.engine import StepEngine, clone_optimizer
+from sg_keras.metrics import interception_keys, sparse_accuracy
+from sg_keras.options import DNIOptions, OnNonFinite
 
 
 class DNITrainer:
@@ -72,19 +47,25 @@ class DNITrainer:
             norm where it is applied.
         on_nonfinite: a step whose loss, synthetic gradients, gradients or
             updated statistics (BatchNorm) hold NaN/Inf changes nothing: no
-            update is applied and the statistics are put back. "raise" (default) raises
-            `NonFiniteError` naming the step and the parts, "skip" goes on
-            (the step still counts, and `logs["skipped"]` is 1). An update
-            that itself overflows is caught by `nonfinite_variables()`, which
-            a loop should call before it saves a checkpoint.
+            update is applied and the statistics are put back (decided on the
+            device). "raise" (default) raises `NonFiniteError` naming the step
+            and the parts (from `train_step`; under XLA from the next
+            `check_finite()`, and every step after the bad one is refused
+            until then), "skip" goes on (the step still counts, and
+            `logs["skipped"]` is 1). An update that itself overflows is
+            caught by `nonfinite_variables()`, which a loop should call
+            before it saves a checkpoint.
         seed: seed of the update-probability draws.
         jit_compile: compile the step with XLA.
 
-    `train_step(x, y)` returns a dict of scalar tensors: `loss`, `accuracy`,
-    `sg_loss/LAYER` per decoupled layer, `cosine/LAYER` on measured steps and
-    `updated/LAYER` when `update_prob < 1`. `evaluate` returns Python floats.
-    `trainer.checkpoint` is a `tf.train.Checkpoint` of all the state: model
-    (synthesizers included), both optimizers, the step and the random state.
+    `train_step(x, y)` returns a dict of scalar tensors without waiting for
+    them (no host round trip): `loss`, `accuracy`, `sg_loss/LAYER` per
+    decoupled layer, `cosine/LAYER` when `measure_every` or a true target is
+    set (NaN on steps that do not measure), `updated/LAYER` when
+    `update_prob < 1` and `skipped` with `on_nonfinite="skip"`. `evaluate`
+    returns Python floats. `trainer.checkpoint` is a `tf.train.Checkpoint` of
+    all the state: model (synthesizers included), every optimizer, the step
+    and the random state. `trainer.options` is the `DNIOptions`.
 
     Example:
 
@@ -100,65 +81,29 @@ class DNITrainer:
                  sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
                  update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0,
                  jit_compile=False):
-        self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda)
-        self.mode, self.bp_lambda = self.options.mode, self.options.bp_lambda
-        self.update_prob = in_interval(update_prob, 0.0, 1.0, "update_prob", low_open=True)
-        self.sg_clip_norm = (None if sg_clip_norm is None else
-                             in_interval(sg_clip_norm, 0.0, float("inf"), "sg_clip_norm",
-                                         low_open=True))
-        self.on_nonfinite = one_of(on_nonfinite, ON_NONFINITE, "on_nonfinite")
+        self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
+                                  update_prob, sg_clip_norm, on_nonfinite)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {model!r}.")
         if not model.built:
             raise ValueError("`model` must be built: give it a keras.Input or call model.build(shape).")
         self.model = model
-        self._layers = decoupled_layers(model)
-        self._context_dim = context_dim_of(model)
-        self.options.check_layers(self._layers, self._context_dim)
+        self.mode = self.options.mode
         self.loss = keras.losses.get(loss) if loss is not None else (
             keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         self.optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
         self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
                              else clone_optimizer(self.optimizer))
         self.jit_compile = bool(jit_compile)
-        self.network_variables, self.synthesizer_variables = split_variables(model)
-        self._groups = self._module_groups()
-        self._build_optimizers()
+        self.engine = StepEngine(model, self.options, self.optimizer, self.sg_optimizer, seed)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self._rng = tf.random.Generator.from_seed(int(seed))
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
-            module_optimizers=[optimizer for optimizer, _ in self._groups],
-            step=self.step, rng=self._rng)
-        self._steps = {}
-        self._check_names = {}
+            module_optimizers=self.engine.module_optimizers, step=self.step, rng=self.engine.rng)
+        self._train = tf.function(self._train_batch, jit_compile=self.jit_compile,
+                                  reduce_retracing=True)
         self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
         self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)
-
-    def _module_groups(self):
-        """(optimizer, variables) per decoupled module when update_prob < 1."""
-        if self.update_prob == 1.0 or self.mode == "backprop":
-            return []
-        groups, seen = [], set()
-        for layer in self._layers:
-            variables = [v for v in layer.layer.trainable_variables if id(v) not in seen]
-            seen.update(id(v) for v in variables)
-            groups.append((self._module_optimizer(), variables))
-        return groups
-
-    def _module_optimizer(self):
-        """A copy of `optimizer` whose learning rate is always `optimizer`'s current one."""
-        config = {**self.optimizer.get_config(),
-                  "learning_rate": lambda: self.optimizer.learning_rate}
-        return self.optimizer.__class__.from_config(config)
-
-    def _build_optimizers(self):
-        grouped = {id(v) for _, variables in self._groups for v in variables}
-        self._free_variables = [v for v in self.network_variables if id(v) not in grouped]
-        pairs = [(self.optimizer, self._free_variables), (self.sg_optimizer, self.synthesizer_variables)]
-        for optimizer, variables in pairs + self._groups:
-            if not optimizer.built:
-                optimizer.build(variables)
 
     def _loss(self, y, predictions):
         loss = self.loss(y, predictions)
@@ -166,66 +111,21 @@ class DNITrainer:
             loss += tf.add_n(self.model.losses)
         return loss
 
-    def _draw_updates(self):
-        """Which decoupled modules update at this step (update_prob < 1)."""
-        if not self._groups:
-            return None
-        return self._rng.uniform([len(self._groups)]) < self.update_prob
-
-    def _apply(self, gradients, updated):
-        """Applies the network and synthesizer updates of one step."""
-        by_id = {id(v): g for v, g in zip(self.network_variables + self.synthesizer_variables,
-                                          gradients)}
-        self.optimizer.apply([by_id[id(v)] for v in self._free_variables], self._free_variables)
-        for index, (optimizer, variables) in enumerate(self._groups):
-            def apply(optimizer=optimizer, variables=variables):
-                optimizer.apply([by_id[id(v)] for v in variables], variables)
-                return tf.constant(True)
-
-            tf.cond(updated[index], apply, lambda: tf.constant(False))
-        if self.mode != "backprop":
-            self.sg_optimizer.apply([by_id[id(v)] for v in self.synthesizer_variables],
-                                    self.synthesizer_variables)
-        return tf.constant(True)
-
-    def _make_step(self, kind):
-        measure, regress_on_true = kind
-        decoupled = self.mode != "backprop"
-        variables = self.network_variables + (self.synthesizer_variables if decoupled else [])
-
-        state = float_state(self.model)
-
-        def step(x, y):
-            saved = [tf.identity(v) for v in state]
-            result = dni_gradients(self.model, self._loss, x, y, variables,
-                                   context=self._context(y), enabled=decoupled,
-                                   bp_lambda=self.bp_lambda, clip_norm=self.sg_clip_norm,
-                                   measure=measure, regress_on_true=regress_on_true)
-            sums = finiteness_sums(result, variables, state)
-            self._check_names[kind] = list(sums)
-            finite = tf.math.is_finite(tf.stack(list(sums.values())))
-            updated = self._draw_updates()
-            applied = tf.reduce_all(finite)
-
-            def skip():
-                _restore(state, saved)
-                return tf.constant(False)
-
-            tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
-            self.step.assign_add(1)
-            logs = {"loss": result.loss, "accuracy": sparse_accuracy(y, result.predictions),
-                    **layer_metrics(result)}
-            for index, layer in enumerate(self._layers if updated is not None else []):
-                logs[f"updated/{layer.name}"] = tf.cast(updated[index] & applied, tf.float32)
-            return logs, finite
-
-        return tf.function(step, jit_compile=self.jit_compile, reduce_retracing=True)
-
-    def _context(self, y):
-        return label_context(y, self._context_dim) if self.mode == "cdni" else None
+    def _train_batch(self, x, y):
+        out = self.engine.step(x, y, self.step, self._loss)
+        self.step.assign_add(1)
+        logs = {"loss": out.loss, "accuracy": sparse_accuracy(y, out.predictions)}
+        for key, value in out.metrics.items():
+            logs[key] = tf.where(out.measured, value, np.nan) if key.startswith("cosine/") else value
+        for layer, updated in zip(self.engine.layers if out.updated is not None else [],
+                                  tf.unstack(out.updated) if out.updated is not None else []):
+            logs[f"updated/{layer.name}"] = tf.cast(updated, tf.float32)
+        if self.options.on_nonfinite is OnNonFinite.SKIP:
+            logs["skipped"] = 1.0 - tf.cast(out.applied, tf.float32)
+        return logs
 
     def step_kind(self, step):
-        """`(measure, regress_on_true)` for a step number: which traced step runs."""
+        """`(measure, regress_on_true)` for a step number: which kind of step it makes."""
         return self.options.step_kind(step)
 
     def train_step(self, x, y):
@@ -234,19 +134,15 @@ class DNITrainer:
         Raises:
             NonFiniteError: NaN/Inf in the step and `on_nonfinite="raise"`.
         """
-        step = int(self.step.numpy())
-        kind = self.step_kind(step)
-        if kind not in self._steps:
-            self._steps[kind] = self._make_step(kind)
-        logs, finite = self._steps[kind](x, y)
-        finite = finite.numpy()
-        if not finite.all():
-            bad = [name for name, ok in zip(self._check_names[kind], finite) if not ok]
-            if self.on_nonfinite == "raise":
-                raise NonFiniteError(step, bad)
-        if self.on_nonfinite == "skip":
-            logs["skipped"] = tf.constant(0.0 if finite.all() else 1.0)
-        return logs
+        try:
+            return self._train(x, y)
+        except tf.errors.InvalidArgumentError:
+            self.engine.raise_if_nonfinite()
+            raise
+
+    def check_finite(self):
+        """Raises `NonFiniteError` if a step was refused for NaN/Inf (a host sync)."""
+        self.engine.raise_if_nonfinite()
 
     def nonfinite_variables(self):
         """Paths of the weights and optimizer variables that hold NaN or Inf.
@@ -255,22 +151,22 @@ class DNITrainer:
         overflow (e.g. a learning rate far too large); check this before
         saving a checkpoint.
         """
-        optimizers = [self.optimizer, self.sg_optimizer] + [o for o, _ in self._groups]
-        variables = self.model.variables + [v for o in optimizers for v in o.variables]
+        variables = self.model.variables + [v for o in self.engine.optimizers()
+                                            for v in o.variables]
         return [v.path for v in variables
                 if "float" in str(v.dtype) and not np.isfinite(v.numpy()).all()]
 
     def _inspect_batch(self, x, y):
         state = self.model.non_trainable_variables
         saved = [tf.identity(v) for v in state]
-        result = dni_gradients(self.model, self._loss, x, y, [], context=self._context(y),
-                               measure=True)
-        _restore(state, saved)
+        result = self.engine.gradients(x, y, self._loss, [], measure=True)
+        for variable, value in zip(state, saved):
+            variable.assign(value)
         batch = tf.cast(tf.shape(x)[0], tf.float32)
-        return {key: {"activation": record.activation, "synthetic": record.synthetic,
+        return {key: {"activation": i.activation, "synthetic": i.synthetic,
                       "true": true_gradient * batch}
-                for key, record, true_gradient in zip(record_keys(result.records),
-                                                      result.records, result.true_gradients)}
+                for key, i, true_gradient in zip(interception_keys(result.interceptions),
+                                                 result.interceptions, result.true_gradients)}
 
     def inspect(self, x, y):
         """Synthetic and true gradients at every decoupled layer for one batch.
@@ -283,7 +179,7 @@ class DNITrainer:
             `{layer: {"activation": h, "synthetic": ĝ, "true": B·∂L/∂h}}` as
             numpy arrays; empty in backprop mode.
         """
-        if self.mode == "backprop":
+        if not self.mode.decoupled:
             return {}
         result = self._inspect_step(x, y)
         return {key: {name: value.numpy() for name, value in parts.items()}

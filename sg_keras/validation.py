@@ -1,6 +1,18 @@
 """Argument checks shared by the library; every error names the argument."""
 
 
+class ArgumentError(ValueError):
+    """A bad argument value: `argument` names it (and the training job's flag), `problem` says why.
+
+    >>> str(ArgumentError("units", "must be an integer >= 1, got 0."))
+    '`units` must be an integer >= 1, got 0.'
+    """
+
+    def __init__(self, argument, problem):
+        super().__init__(f"`{argument}` {problem}")
+        self.argument, self.problem = argument, problem
+
+
 def int_at_least(value, minimum, name):
     """Returns `value` as an int, or raises ValueError naming `name`.
 
@@ -12,7 +24,7 @@ def int_at_least(value, minimum, name):
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+        raise ArgumentError(name, f"must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 
 
@@ -23,7 +35,7 @@ def one_of(value, choices, name):
     'dni'
     """
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+        raise ArgumentError(name, f"must be one of {', '.join(map(repr, choices))}; got {value!r}.")
     return value
 
 
@@ -40,5 +52,5 @@ def in_interval(value, low, high, name, low_open=False):
         valid = False
     if not valid:
         bracket = "(" if low_open else "["
-        raise ValueError(f"`{name}` must be in {bracket}{low}, {high}], got {value!r}.")
+        raise ArgumentError(name, f"must be in {bracket}{low}, {high}], got {value!r}.")
     return value

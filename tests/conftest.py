@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import sg_keras  # noqa: E402
+import sg_keras.model_parts  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MNIST_PATH = REPO.parent / "shared" / "data" / "mnist.npz"
@@ -40,7 +41,7 @@ def fcn(input_dim=8, units=16, classes=5, blocks=2, context_dim=None, batch_norm
 def randomize_synthesizers(model, scale=0.3, seed=2):
     """Gives every synthesizer non-zero weights so that ĝ ≠ 0."""
     rng = np.random.default_rng(seed)
-    for layer in sg_keras.step.decoupled_layers(model):
+    for layer in sg_keras.model_parts.decoupled_layers(model):
         for variable in layer.synthesizer.trainable_variables:
             variable.assign(rng.normal(0.0, scale, variable.shape).astype("float32"))
 

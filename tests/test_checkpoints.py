@@ -9,7 +9,7 @@ import pytest
 import conftest
 import sg_keras
 from conftest import batch, fcn
-from sg_keras.checkpoints import CheckpointError, Checkpoints, RunDirectory
+from sg_keras.job.checkpoints import CheckpointError, Checkpoints, RunDirectory
 
 
 def fingerprint(directory):

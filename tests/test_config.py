@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from sg_keras.config import Config, ConfigError, config_from_flags, define_flags
+from sg_keras.job.config import Config, ConfigError, config_from_flags, define_flags
 
 
 def test_every_field_is_a_flag_with_the_same_default():
@@ -35,7 +35,8 @@ def test_every_field_is_a_flag_with_the_same_default():
     ({"epochs": 0.0}, "epochs"),
     ({"sg_clip_norm": -1.0}, "sg_clip_norm"),
     ({"keep_checkpoints": 0}, "keep_checkpoints"),
-    ({"mode": "backprop", "true_grad_every": 5}, "mode"),
+    ({"mode": "backprop", "true_gradient_every": 5}, "true_gradient_every"),
+        ({"on_nonfinite": "stop"}, "on_nonfinite"),
 ])
 def test_bad_values_name_the_flag(changes, flag):
     with pytest.raises(ConfigError, match=f"^--{flag}="):

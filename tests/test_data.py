@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import write_npz
-from sg_keras import data
+from sg_keras.job import data
 
 
 def good_arrays(n=20):

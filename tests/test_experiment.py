@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sg_keras import data, experiment
-from sg_keras.config import Config
-from sg_keras.history import MetricsLog
+from sg_keras.job import data, experiment
+from sg_keras.job.config import Config
+from sg_keras.job.history import MetricsLog
 
 
 def tiny(model_dir, data_path, **changes):

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from conftest import batch, fcn, randomize_synthesizers
 from sg_keras.interception import GradientInterception
-from sg_keras.step import dni_gradients, split_variables
+from sg_keras.engine import dni_gradients
+from sg_keras.model_parts import split_variables
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -101,7 +102,7 @@ def test_synthesizer_gradients_regress_on_bootstrap_or_true_targets(run, regress
 
     def step(x):
         result = dni_gradients(model, LOSS, x, y, synth, regress_on_true=regress_on_true)
-        return result.gradients, [r.sg_loss for r in result.records]
+        return result.gradients, [r.sg_loss for r in result.interceptions]
 
     grads, sg_losses = run(step, tf.constant(x))
     h1, h2, _ = manual_forward(model, x)
@@ -169,7 +170,7 @@ def test_synthetic_gradient_scale_does_not_depend_on_batch_size():
     single = dni_gradients(model, LOSS, x, y, variables)
     double = dni_gradients(model, LOSS, np.concatenate([x, x]), np.concatenate([y, y]), variables)
     assert_all_close(double.gradients, single.gradients)
-    for one, two in zip(single.records, double.records):
+    for one, two in zip(single.interceptions, double.interceptions):
         assert_all_close([two.target[:len(x)], two.target[len(x):]], [one.target, one.target])
         assert_all_close([two.sg_loss], [one.sg_loss])
     # The per-example target of the topmost module is the gradient of the *summed* loss.
@@ -177,13 +178,13 @@ def test_synthetic_gradient_scale_does_not_depend_on_batch_size():
     summed = vjp(lambda h: tf.reduce_sum(
         tf.keras.losses.sparse_categorical_crossentropy(y, model.layers[2](h), from_logits=True)),
         h2, None, h2)
-    assert_all_close([single.records[1].target], [summed])
+    assert_all_close([single.interceptions[1].target], [summed])
 
 
 def test_records_are_collected_in_forward_order():
     model = fcn()
     x, y = batch()
     result = dni_gradients(model, LOSS, x, y, model.trainable_variables)
-    assert [r.layer for r in result.records] == model.layers[:2]
-    for record in result.records:
+    assert [r.layer for r in result.interceptions] == model.layers[:2]
+    for record in result.interceptions:
         assert record.synthetic.shape == record.activation.shape

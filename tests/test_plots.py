@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from sg_keras import plots
-from sg_keras.history import MetricsLog
+from sg_keras.job import plots
+from sg_keras.job.history import MetricsLog
 
 
 def decode(png):

@@ -38,7 +38,7 @@ def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
     (["--nope=1"], "Unknown command line flag 'nope'"),
     (["--batch_size=abc"], "flag --batch_size=abc: invalid literal"),
     (["--mode=sgd"], "flag --mode=sgd: value should be one of"),
-    (["--update_prob=2"], "--update_prob=2.0: must be in (0, 1]"),
+    (["--update_prob=2"], "--update_prob=2.0: must be in (0.0, 1.0], got 2.0."),
     (["--flagfile=does/not/exist.cfg"], "Unable to open flagfile"),
     (["--data_path=does/not/exist.npz"], "--data_path 'does/not/exist.npz' does not exist"),
     (["--epochs=0"], "--epochs=0.0: must be > 0"),

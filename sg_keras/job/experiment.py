@@ -35,13 +35,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sg_keras import data, models, plots
-from sg_keras.checkpoints import CheckpointError, Checkpoints, RunDirectory
-from sg_keras.config import ConfigError
-from sg_keras.data import DataError
-from sg_keras.history import MetricsLog
-from sg_keras.summaries import Summaries
-from sg_keras.trainer import DNITrainer, NonFiniteError
+from sg_keras.engine import NonFiniteError
+from sg_keras.job import data, networks, plots
+from sg_keras.job.checkpoints import CheckpointError, Checkpoints, RunDirectory
+from sg_keras.job.config import ConfigError
+from sg_keras.job.data import DataError
+from sg_keras.job.history import MetricsLog
+from sg_keras.job.summaries import Summaries
+from sg_keras.trainer import DNITrainer
 
 FIXED_EXAMPLES = 32   # test digits shown in predictions.png and gradients.png
 
@@ -64,20 +65,16 @@ def _learning_rate(base, config):
 
 def build_trainer(config, input_shape, num_classes=10):
     """The model and `DNITrainer` that `config` describes."""
-    model = models.fcn(input_shape, config.num_layers, config.units, num_classes,
-                       decoupled=config.mode != "backprop", context=config.mode == "cdni",
-                       synthesizer_layers=config.synth_layers,
-                       synthesizer_units=config.synth_units)
+    options = config.dni_options()
+    model = networks.fcn(input_shape, config.num_layers, config.units, num_classes,
+                         decoupled=options.mode.decoupled, context=options.mode.uses_context,
+                         synthesizer_layers=config.synth_layers,
+                         synthesizer_units=config.synth_units)
     sg_rate = config.sg_learning_rate or config.learning_rate
     return DNITrainer(
-        model, mode=config.mode,
-        optimizer=keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
+        model, optimizer=keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
         sg_optimizer=keras.optimizers.Adam(_learning_rate(sg_rate, config)),
-        sg_target=config.sg_target, true_gradient_every=config.true_grad_every,
-        measure_every=config.measure_every, bp_lambda=config.bp_lambda,
-        update_prob=config.update_prob, sg_clip_norm=config.sg_clip_norm or None,
-        on_nonfinite="raise" if config.on_nonfinite == "stop" else "skip",
-        seed=config.seed, jit_compile=config.jit_compile)
+        seed=config.seed, jit_compile=config.jit_compile, **options.as_dict())
 
 
 def _duration(seconds):
@@ -198,10 +195,11 @@ class _Run:
                                f"({self.checkpoints.latest or 'none yet'}) is intact.") from error
             step += 1
             cosines = {k: float(v) for k, v in logs.items() if k.startswith("cosine/")}
-            if cosines:   # measured on this step's batch only
+            cosines = {k: v for k, v in cosines.items() if not np.isnan(v)}
+            if cosines:   # measured on this step's batch only (NaN on other steps)
                 self.record_train(step, cosines)
             for key, value in logs.items():
-                if key not in cosines:
+                if not key.startswith("cosine/"):
                     sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
             if step % config.log_every == 0 or step == self.total:

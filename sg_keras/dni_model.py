@@ -1,23 +1,22 @@
 """`DNIModel`: Keras-native training with synthetic gradients.
 
 `model.compile(...)` and `model.fit(...)` train a `DNIModel` the way
-`DNITrainer` does: its `train_step` is the same DNI step (`sg_keras.step`),
+`DNITrainer` does: its `train_step` is the same DNI step (`sg_keras.engine`),
 so every `DecoupledLayer` updates from its synthetic gradient and every
 synthesizer learns by regression, with its own optimizer. Evaluation,
 prediction, callbacks and `.keras` saving are Keras' own.
 """
 
-import dataclasses
 import math
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
 
-from sg_keras.step import (STEP_KINDS, DNIOptions, clone_optimizer, context_dim_of,
-                           decoupled_layers, dni_gradients, label_context, layer_metrics,
-                           split_variables)
+from sg_keras import keras_compat
+from sg_keras.engine import StepEngine, clone_optimizer
+from sg_keras.keras_compat import Functional, functional_init_arguments
+from sg_keras.model_parts import context_dim_of, decoupled_layers
+from sg_keras.options import DNIOptions, Mode
 
 
 def _get_optimizer(identifier, name):
@@ -41,12 +40,16 @@ class _LayerMetrics:
     def __init__(self):
         self._means = {}
 
-    def update(self, values):
+    def update(self, values, measured):
+        """Adds a step's values; the cosines only if the step `measured` them."""
         for key, value in values.items():
             if key not in self._means:
                 with tf.init_scope():
                     self._means[key] = keras.metrics.Mean(name=key)
-            self._means[key].update_state(value)
+            if key.startswith("cosine/"):
+                self._means[key].update_state(value, sample_weight=tf.cast(measured, value.dtype))
+            else:
+                self._means[key].update_state(value)
 
     def results(self):
         return {key: tf.where(mean.count > 0, mean.result(), math.nan)
@@ -141,7 +144,7 @@ class DNIModel(keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, mode=None,
                 sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                **kwargs):
+                update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0, **kwargs):
         """Configures training; the DNI options are those of `DNITrainer`.
 
         Args:
@@ -153,8 +156,10 @@ class DNIModel(keras.Model):
                 synthesizers' context). Default: "cdni" if the DecoupledLayers
                 have a `context_dim`, "dni" if they have not, "backprop" if
                 there are none.
-            sg_target, true_gradient_every, measure_every, bp_lambda: as for
-                `DNITrainer`.
+            sg_target, true_gradient_every, measure_every, bp_lambda,
+            update_prob, sg_clip_norm, on_nonfinite, seed: as for
+                `DNITrainer`. With `on_nonfinite="raise"`, `fit` raises
+                `NonFiniteError` and the weights are those before the bad step.
             **kwargs: the other `keras.Model.compile` arguments (`metrics`,
                 `loss_weights`, `run_eagerly`, `jit_compile`, ...).
 
@@ -171,8 +176,9 @@ class DNIModel(keras.Model):
         layers = decoupled_layers(self)
         context_dim = context_dim_of(self)
         if mode is None:
-            mode = "backprop" if not layers else "dni" if context_dim is None else "cdni"
-        options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda)
+            mode = Mode.BACKPROP if not layers else Mode.DNI if context_dim is None else Mode.CDNI
+        options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
+                             update_prob, sg_clip_norm, on_nonfinite)
         options.check_layers(layers, context_dim)
         optimizer = _get_optimizer(optimizer, "optimizer")
         sg_optimizer = (clone_optimizer(optimizer) if sg_optimizer is None
@@ -187,55 +193,53 @@ class DNIModel(keras.Model):
                 "regress on scaled gradients); pass auto_scale_loss=False under mixed_float16.")
         self.sg_optimizer = sg_optimizer
         self._dni_options = options
-        self._context_dim = context_dim
+        self._dni_seed = int(seed)
+        self._engine = None
         self._layer_metrics = _LayerMetrics()
         if self.built:
-            self._build_optimizers()
+            self._make_engine()
 
-    def _build_optimizers(self):
-        network, synthesizers = split_variables(self)
-        for optimizer, variables in ((self.optimizer, network), (self.sg_optimizer, synthesizers)):
-            if not optimizer.built:
-                optimizer.build(variables)
+    def _make_engine(self):
+        """The step engine; its optimizers' state is part of the saved model."""
+        with tf.init_scope():   # variables (draws, guard, module optimizers) are made eagerly
+            self._engine = StepEngine(self, self._dni_options, self.optimizer, self.sg_optimizer,
+                                      seed=self._dni_seed)
+        self.module_optimizers = self._engine.module_optimizers
+        return self._engine
+
+    @property
+    def dni_options(self):
+        """The compiled `DNIOptions`."""
+        return self._dni_options
 
     def train_step(self, data):
         """One DNI step on a batch, as `DNITrainer.train_step`; returns the logs."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not self.built:  # create every variable before the step variants are traced
+        if not self.built:  # create every variable before the step is traced
             self(x, training=False)
-        self._build_optimizers()
-        options = self._dni_options
-        decoupled = options.mode != "backprop"
-        network, synthesizers = split_variables(self)
-        variables = network + (synthesizers if decoupled else [])
-        context = label_context(y, self._context_dim) if options.mode == "cdni" else None
+        engine = self._engine or self._make_engine()
 
         def loss_fn(y, y_pred):
             return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
-        def step(measure, regress_on_true):
-            result = dni_gradients(self, loss_fn, x, y, variables, context=context,
-                                   enabled=decoupled, bp_lambda=options.bp_lambda,
-                                   measure=measure, regress_on_true=regress_on_true)
-            self.optimizer.apply(result.gradients[:len(network)], network)
-            if decoupled:
-                self.sg_optimizer.apply(result.gradients[len(network):], synthesizers)
-            self._layer_metrics.update(layer_metrics(result))
-            return result.loss, result.predictions
-
-        kinds = options.step_kind_indices()
-        if len(kinds) == 1:
-            loss, y_pred = step(*STEP_KINDS[kinds[0]])
-        else:
-            branch_of_kind = [kinds.index(k) if k in kinds else 0 for k in range(len(STEP_KINDS))]
-            kind = options.step_kind_index(keras.ops.convert_to_tensor(self.optimizer.iterations))
-            loss, y_pred = tf.switch_case(
-                tf.gather(branch_of_kind, kind),
-                [lambda k=k: step(*STEP_KINDS[k]) for k in kinds])
-        self._loss_tracker.update_state(
-            loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
-        return {**self.compute_metrics(x, y, y_pred, sample_weight),
+        out = engine.step(x, y, self.optimizer.iterations, loss_fn)
+        self._layer_metrics.update(out.metrics, out.measured)
+        keras_compat.loss_tracker(self).update_state(
+            out.loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
+        return {**self.compute_metrics(x, y, out.predictions, sample_weight),
                 **self._layer_metrics.results()}
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; raises `NonFiniteError` for a NaN/Inf step under "raise"."""
+        try:
+            history = super().fit(*args, **kwargs)
+        except tf.errors.InvalidArgumentError:
+            if self._engine is not None:
+                self._engine.raise_if_nonfinite()
+            raise
+        if self._engine is not None:
+            self._engine.raise_if_nonfinite()
+        return history
 
     def reset_metrics(self):
         super().reset_metrics()
@@ -245,7 +249,8 @@ class DNIModel(keras.Model):
         config = super().get_compile_config()
         if config:
             config.update(keras.saving.serialize_keras_object(
-                {"sg_optimizer": self.sg_optimizer, **dataclasses.asdict(self._dni_options)}))
+                {"sg_optimizer": self.sg_optimizer, "seed": self._dni_seed,
+                 **self._dni_options.as_dict()}))
         return config
 
     def compile_from_config(self, config):

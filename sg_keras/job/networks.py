@@ -1,4 +1,4 @@
-"""Model builders for the paper's experiments."""
+"""The networks of the paper's experiments, built for the training job."""
 
 import keras
 

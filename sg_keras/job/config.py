@@ -2,7 +2,10 @@
 
 Every field of `Config` is a flag of `train.py` (same name, same default, its
 help from the field's metadata), so flagfiles, the library and the tests
-speak the same language. `Config.validate()` checks values and combinations
+speak the same language. The DNI options carry the names and values of the
+library's arguments (`--true_gradient_every`, `--on_nonfinite=raise|skip`,
+...): `Config.dni_options()` builds the library's `DNIOptions`, which checks
+them. `Config.validate()` checks the job's own values, builds the options
 and raises `ConfigError` naming the flag.
 
 Example:
@@ -18,11 +21,14 @@ from typing import List, Optional
 
 from absl import flags
 
-from sg_keras.step import MODES, SG_TARGETS
+from sg_keras.options import MODES, ON_NONFINITE, SG_TARGETS, DNIOptions
+from sg_keras.validation import ArgumentError
 
-ON_NONFINITE = ("stop", "skip")
 # The flags that shape the network and its checkpoint: a run directory keeps them.
 ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units")
+# The flags that are the library's DNIOptions, same names and values.
+DNI_OPTIONS = ("mode", "sg_target", "true_gradient_every", "measure_every", "bp_lambda",
+               "update_prob", "sg_clip_norm", "on_nonfinite")
 
 
 class ConfigError(ValueError):
@@ -45,14 +51,14 @@ class Config:
     synth_layers: int = _field(0, "Hidden layers of each synthesizer (0 = linear).")
     synth_units: int = _field(1024, "Units per synthesizer hidden layer.")
     sg_target: str = _field("bootstrap", "Synthesizer regression target.", choices=SG_TARGETS)
-    true_grad_every: int = _field(0, "Every k steps regress synthesizers on the true gradient "
-                                     "(0 = never).")
+    true_gradient_every: int = _field(0, "Every k steps regress synthesizers on the true "
+                                         "gradient (0 = never).")
     update_prob: float = _field(1.0, "Probability that a decoupled layer updates at a step.")
     bp_lambda: float = _field(0.0, "BP(lambda): pass down lambda*true + (1-lambda)*synthetic.")
-    sg_clip_norm: float = _field(0.0, "Clip each example's synthetic gradient to this L2 norm "
-                                      "(0 = off).")
-    on_nonfinite: str = _field("stop", "On NaN/Inf in a step: stop the run, or skip the step.",
-                               choices=ON_NONFINITE)
+    sg_clip_norm: Optional[float] = _field(None, "Clip each example's synthetic gradient to "
+                                                 "this L2 norm (unset = off).")
+    on_nonfinite: str = _field("raise", "On NaN/Inf in a step: stop the run (raise), or skip "
+                                        "the step.", choices=ON_NONFINITE)
     batch_size: int = _field(256, "Training batch size.")
     learning_rate: float = _field(1e-3, "Adam learning rate of the network.")
     sg_learning_rate: Optional[float] = _field(None, "Adam learning rate of the synthesizers "
@@ -78,6 +84,10 @@ class Config:
     jit_compile: bool = _field(False, "Compile the training step with XLA.")
     plots: bool = _field(True, "Draw PNG plots into --model_dir at each evaluation.")
 
+    def dni_options(self):
+        """The library's `DNIOptions` for these flags (raises ValueError naming a bad one)."""
+        return DNIOptions(**{name: getattr(self, name) for name in DNI_OPTIONS})
+
     def architecture(self):
         """The settings a checkpoint depends on (per-module optimizers exist when p < 1)."""
         return {**{name: getattr(self, name) for name in ARCHITECTURE},
@@ -98,24 +108,17 @@ class Config:
 
         if not self.model_dir:
             fail("model_dir", "a directory for this run is required.")
-        for name, choices in (("mode", MODES), ("sg_target", SG_TARGETS),
-                              ("on_nonfinite", ON_NONFINITE)):
-            if getattr(self, name) not in choices:
-                fail(name, f"must be one of {', '.join(choices)}.")
         minimums = {"num_layers": 2, "units": 1, "synth_layers": 0, "synth_units": 1,
-                    "true_grad_every": 0, "batch_size": 1, "train_steps": 0, "log_every": 1,
-                    "eval_every": 1, "measure_every": 0, "checkpoint_every": 1,
-                    "keep_checkpoints": 1}
+                    "batch_size": 1, "train_steps": 0, "log_every": 1, "eval_every": 1,
+                    "checkpoint_every": 1, "keep_checkpoints": 1}
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 fail(name, f"must be an integer >= {minimum}.")
-        if not 0.0 < self.update_prob <= 1.0:
-            fail("update_prob", "must be in (0, 1].")
-        if not 0.0 <= self.bp_lambda <= 1.0:
-            fail("bp_lambda", "must be in [0, 1].")
-        if self.sg_clip_norm < 0:
-            fail("sg_clip_norm", "must be >= 0 (0 = off).")
+        try:
+            self.dni_options()
+        except ArgumentError as error:   # the library's argument names are the flags' names
+            fail(error.argument, error.problem)
         if not self.learning_rate > 0:
             fail("learning_rate", "must be > 0.")
         if self.sg_learning_rate is not None and not self.sg_learning_rate > 0:
@@ -130,10 +133,6 @@ class Config:
             fail("lr_decay_steps", "steps must be positive and increasing.")
         if self.train_steps == 0 and not self.epochs > 0:
             fail("epochs", "must be > 0 when --train_steps is 0.")
-        if self.mode == "backprop" and (self.sg_target != "bootstrap" or self.true_grad_every
-                                        or self.update_prob < 1 or self.bp_lambda):
-            fail("mode", "backprop has no synthesizers: drop --sg_target, --true_grad_every, "
-                         "--update_prob and --bp_lambda, or pick dni/cdni.")
         return self
 
     def to_json(self):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import sg_keras
 from conftest import batch, dense_block, fcn, randomize_synthesizers
-from sg_keras.keras_model import DNIModel, FunctionalDNIModel
+from sg_keras.dni_model import DNIModel, FunctionalDNIModel
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -51,11 +51,20 @@ class SubclassedNet(DNIModel):
         return self.head(self.block(x, training=training))
 
 
+def optimizer_state(optimizers):
+    return [v for optimizer in optimizers for v in optimizer.variables]
+
+
 @pytest.mark.parametrize("mode, options", [
     ("backprop", {}),
     ("dni", {}),
     ("cdni", {}),
     ("dni", {"true_gradient_every": 2, "measure_every": 3}),
+    ("dni", {"sg_target": "true"}),
+    ("dni", {"bp_lambda": 0.5}),
+    ("dni", {"sg_clip_norm": 0.05}),
+    ("cdni", {"update_prob": 0.5, "seed": 4}),
+    ("dni", {"update_prob": 0.5, "sg_clip_norm": 1.0, "on_nonfinite": "skip", "seed": 1}),
 ])
 def test_fit_makes_the_same_steps_as_the_trainer(mode, options):
     context_dim = 5 if mode == "cdni" else None
@@ -71,13 +80,17 @@ def test_fit_makes_the_same_steps_as_the_trainer(mode, options):
     dni.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS,
                 sg_optimizer=keras.optimizers.Adam(1e-2), mode=mode, **options)
     history = dni.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
-    for a, b in zip(reference.variables, model.variables):   # network, synthesizers, BN stats
-        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
-    assert int(dni.sg_optimizer.iterations.numpy()) == int(trainer.sg_optimizer.iterations.numpy())
+    # Network, synthesizers, BN statistics, then every optimizer's state.
+    expected_state = reference.variables + optimizer_state(trainer.engine.optimizers())
+    state = model.variables + optimizer_state([dni.optimizer, dni.sg_optimizer,
+                                               *dni.module_optimizers])
+    assert len(state) == len(expected_state)
+    for a, b in zip(expected_state, state):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7, err_msg=b.path)
     names = {a.name: b.name for a, b in zip(reference.layers, model.layers)}
     expected = {key.split("/")[0] + "/" + names[key.split("/")[1]]:
-                np.mean([float(log[key]) for log in logs if key in log])
-                for log in logs for key in log if key.startswith(("sg_loss/", "cosine/"))}
+                np.nanmean([float(log[key]) for log in logs])
+                for key in logs[0] if key.startswith(("sg_loss/", "cosine/"))}
     assert set(history) == {"loss"} | set(expected)
     assert mode == "backprop" or expected
     for key, value in expected.items():

@@ -1,0 +1,288 @@
+"""The DNI step engine: one training step for every front end.
+
+`DNITrainer` (custom loop) and `DNIModel` (`compile`/`fit`) both build a
+`StepEngine` and call `engine.step(x, y, step, loss_fn)` inside their traced
+step. The engine
+
+* runs the forward pass in a `GradientInterception` scope and takes the
+  gradients (`dni_gradients`): for the network the DNI updates, for the
+  synthesizers their regression gradients; on measured steps a true backward
+  pass first (cosine similarity, true-gradient targets);
+* chooses the kind of step (plain, measured, true-target) from the step
+  number inside the graph (`tf.switch_case`), so no step needs the host;
+* guards the step on the device: a step holding NaN/Inf applies nothing and
+  puts back the statistics its forward pass wrote (BatchNorm). With
+  `on_nonfinite="raise"` the first such step is recorded (`nonfinite_step`,
+  and its parts), every later step is refused too (the state stays that of
+  the bad step), and the step raises through a graph assertion where the
+  runtime supports one (not under XLA); `raise_if_nonfinite()` raises
+  `NonFiniteError` from the record at any host sync;
+* applies the updates: the network with `optimizer` (with `update_prob < 1`
+  each decoupled module with its own copy, drawn per step), the synthesizers
+  with `sg_optimizer`.
+
+Where the other executors plug in: a distributed step calls `engine.step`
+per replica with `normaliser` = the global batch (DESIGN §6.1); the recurrent
+and pipelined executors use `sg_keras.dni_maths` directly on the activations
+they carry between steps.
+"""
+
+import collections
+
+import tensorflow as tf
+
+from sg_keras.interception import SYNTHETIC_PASS, TRUE_PASS, BackwardPass, GradientInterception
+from sg_keras.metrics import cosine_similarity, finiteness_sums, interception_keys
+from sg_keras.model_parts import (context_dim_of, decoupled_layers, float_state, label_context,
+                                  module_variables, split_variables)
+from sg_keras.options import STEP_KINDS, OnNonFinite
+
+StepResult = collections.namedtuple(
+    "StepResult", ["loss", "predictions", "gradients", "interceptions", "true_gradients"])
+
+StepOutput = collections.namedtuple(
+    "StepOutput", ["loss", "predictions", "metrics", "measured", "applied", "updated"])
+StepOutput.__doc__ = """What `StepEngine.step` returns (tensors).
+
+loss, predictions: of the forward pass.
+metrics: `{"sg_loss/LAYER": ..., "cosine/LAYER": ...}`; the cosine keys exist
+    when the options measure at all, and read 0 on steps that do not.
+measured: whether this step measured the cosines.
+applied: whether the step's update was applied (False for a non-finite step).
+updated: per decoupled module, whether it updated (None unless update_prob < 1).
+"""
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced NaN or Inf; its update was not applied.
+
+    Attributes:
+        step: the step number (0-based) of the bad batch.
+        parts: what was not finite (the loss, a layer's synthetic gradient,
+            a variable's gradient, a BatchNorm statistic).
+    """
+
+    def __init__(self, step, parts):
+        self.step, self.parts = step, list(parts)
+        super().__init__(f"NaN/Inf at step {step} in: {'; '.join(self.parts)}. The step's update "
+                         "was not applied. Lower the learning rates, clip the synthetic gradients "
+                         "(sg_clip_norm) or skip such steps (on_nonfinite='skip').")
+
+
+def dni_gradients(model, loss_fn, x, y, variables, *, context=None, enabled=True,
+                  bp_lambda=0.0, clip_norm=None, normaliser=None, measure=False,
+                  regress_on_true=False):
+    """Forward and backward pass of one training step.
+
+    Args:
+        model: a Keras model, possibly containing `DecoupledLayer`s.
+        loss_fn: `(y, predictions) -> scalar` mean loss.
+        x, y: one batch.
+        variables: the variables to differentiate (network and synthesizers).
+        context: cDNI context (see `label_context`).
+        enabled: False for plain backprop.
+        bp_lambda, clip_norm, normaliser: see `GradientInterception`.
+        measure: also compute the true `∂L/∂h` at each decoupled layer.
+        regress_on_true: train the synthesizers on those true gradients
+            instead of the bootstrapped ones (implies `measure`).
+
+    Returns:
+        A `StepResult`; `true_gradients` (of the mean loss) is None unless measured.
+    """
+    measure = measure or regress_on_true
+    with tf.GradientTape(persistent=measure) as tape:
+        with GradientInterception(context=context, enabled=enabled, bp_lambda=bp_lambda,
+                                  clip_norm=clip_norm, normaliser=normaliser) as scope:
+            predictions = model(x, training=True)
+        loss = loss_fn(y, predictions)
+    interceptions = scope.interceptions
+    true_gradients = None
+    backward_pass = SYNTHETIC_PASS
+    if measure and interceptions:
+        with scope.backward(TRUE_PASS):
+            true_gradients = tape.gradient(loss, [i.output for i in interceptions])
+        if regress_on_true:
+            backward_pass = BackwardPass(targets={
+                index: gradient for index, gradient in enumerate(true_gradients)
+                if gradient is not None})
+    with scope.backward(backward_pass):
+        gradients = tape.gradient(loss, variables)
+    del tape
+    return StepResult(loss, predictions, gradients, interceptions, true_gradients)
+
+
+def _restore(variables, values):
+    """Puts back values that a forward pass wrote (BatchNorm statistics)."""
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def clone_optimizer(optimizer):
+    """A new optimizer with `optimizer`'s configuration and none of its state."""
+    return optimizer.__class__.from_config(optimizer.get_config())
+
+
+def _module_optimizer(optimizer):
+    """A copy of `optimizer` whose learning rate is always `optimizer`'s current one."""
+    config = {**optimizer.get_config(), "learning_rate": lambda: optimizer.learning_rate}
+    return optimizer.__class__.from_config(config)
+
+
+class StepEngine:
+    """One DNI training step for `model`, as `options` say.
+
+    Args:
+        model: a built Keras model with `DecoupledLayer`s (or none, for backprop).
+        options: a `DNIOptions`.
+        optimizer: the network's optimizer.
+        sg_optimizer: the synthesizers' optimizer.
+        seed: seed of the `update_prob` draws.
+
+    Attributes:
+        module_optimizers: with `update_prob < 1`, one optimizer per decoupled
+            module (part of the training state: checkpoint them).
+        rng: the generator of the update draws (part of the state).
+        nonfinite_step: the first refused step under `on_nonfinite="raise"`, or -1.
+    """
+
+    def __init__(self, model, options, optimizer, sg_optimizer, seed=0):
+        self.model, self.options = model, options
+        self.layers = decoupled_layers(model)
+        self.context_dim = context_dim_of(model)
+        options.check_layers(self.layers, self.context_dim)
+        self.optimizer, self.sg_optimizer = optimizer, sg_optimizer
+        self.network_variables, self.synthesizer_variables = split_variables(model)
+        self.variables = self.network_variables + (
+            self.synthesizer_variables if options.mode.decoupled else [])
+        grouped = (module_variables(model)
+                   if options.update_prob < 1.0 and options.mode.decoupled else [])
+        self.module_optimizers = [_module_optimizer(optimizer) for _ in grouped]
+        self._groups = list(zip(self.module_optimizers, grouped))
+        grouped_ids = {id(v) for variables in grouped for v in variables}
+        self._free_variables = [v for v in self.network_variables if id(v) not in grouped_ids]
+        pairs = [(optimizer, self._free_variables), (sg_optimizer, self.synthesizer_variables)]
+        for each, variables in pairs + self._groups:
+            if not each.built:
+                each.build(variables)
+        self.rng = tf.random.Generator.from_seed(int(seed))
+        self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                          name="nonfinite_step")
+        self._nonfinite_parts = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]),
+                                            trainable=False, name="nonfinite_parts")
+        self.part_names = []
+
+    def context(self, y):
+        """The synthesizers' context for labels `y` (None unless cDNI)."""
+        return label_context(y, self.context_dim) if self.options.mode.uses_context else None
+
+    def gradients(self, x, y, loss_fn, variables, *, measure=False, regress_on_true=False,
+                  normaliser=None):
+        """`dni_gradients` with this engine's model, context and options."""
+        options = self.options
+        return dni_gradients(self.model, loss_fn, x, y, variables, context=self.context(y),
+                             enabled=options.mode.decoupled, bp_lambda=options.bp_lambda,
+                             clip_norm=options.sg_clip_norm, normaliser=normaliser,
+                             measure=measure, regress_on_true=regress_on_true)
+
+    def step(self, x, y, step, loss_fn, normaliser=None):
+        """One training step (call it inside a `tf.function`); returns a `StepOutput`.
+
+        Args:
+            x, y: the batch.
+            step: the step number (an integer tensor or variable) that
+                schedules measured and true-target steps.
+            loss_fn: `(y, predictions) -> scalar` mean loss.
+            normaliser: the number of examples the loss averages over (the
+                global batch); None: the local batch.
+        """
+        kinds = self.options.step_kind_indices()
+        if len(kinds) == 1:
+            return self._step(kinds[0], x, y, step, loss_fn, normaliser)
+        branch_of_kind = [kinds.index(k) if k in kinds else 0 for k in range(len(STEP_KINDS))]
+        kind = self.options.step_kind_index(tf.convert_to_tensor(step))
+        return tf.switch_case(tf.gather(branch_of_kind, kind),
+                              [lambda k=k: self._step(k, x, y, step, loss_fn, normaliser)
+                               for k in kinds])
+
+    def _step(self, kind, x, y, step, loss_fn, normaliser):
+        measure, regress_on_true = STEP_KINDS[kind]
+        state = float_state(self.model)
+        saved = [tf.identity(v) for v in state]
+        result = self.gradients(x, y, loss_fn, self.variables, measure=measure,
+                                regress_on_true=regress_on_true, normaliser=normaliser)
+        sums = finiteness_sums(result.loss, result.interceptions, self.variables,
+                               result.gradients, state)
+        self.part_names = list(sums)
+        finite = tf.math.is_finite(tf.stack(list(sums.values())))
+        updated = self._draw_updates()
+        ok = tf.reduce_all(finite)
+        applied = ok
+        if self.options.on_nonfinite is OnNonFinite.RAISE:
+            applied = ok & (self.nonfinite_step < 0)
+            self._record_failure(ok, finite, step)
+
+        def skip():
+            _restore(state, saved)
+            return tf.constant(False)
+
+        tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
+        metrics = self._metrics(result)
+        if self.options.on_nonfinite is OnNonFinite.RAISE:
+            tf.debugging.Assert(applied, ["sg_keras: a training step held NaN/Inf"])
+        return StepOutput(result.loss, result.predictions, metrics, tf.constant(measure),
+                          applied, None if updated is None else updated & applied)
+
+    def _record_failure(self, ok, finite, step):
+        def record():
+            self.nonfinite_step.assign(tf.cast(step, tf.int64))
+            self._nonfinite_parts.assign(tf.logical_not(finite))
+            return tf.constant(True)
+
+        tf.cond(tf.logical_not(ok) & (self.nonfinite_step < 0), record,
+                lambda: tf.constant(False))
+
+    def _metrics(self, result):
+        """`sg_loss/LAYER` per interception and, when the options measure, `cosine/LAYER`."""
+        metrics = {}
+        true_gradients = result.true_gradients or [None] * len(result.interceptions)
+        for key, interception, true_gradient in zip(
+                interception_keys(result.interceptions), result.interceptions, true_gradients):
+            if interception.sg_loss is not None:
+                metrics[f"sg_loss/{key}"] = interception.sg_loss
+            if self.options.measures:
+                metrics[f"cosine/{key}"] = (
+                    tf.constant(0.0) if true_gradient is None
+                    else cosine_similarity(interception.synthetic, true_gradient))
+        return metrics
+
+    def _draw_updates(self):
+        """Which decoupled modules update at this step (update_prob < 1)."""
+        if not self._groups:
+            return None
+        return self.rng.uniform([len(self._groups)]) < self.options.update_prob
+
+    def _apply(self, gradients, updated):
+        """Applies the network and synthesizer updates of one step."""
+        by_id = {id(v): g for v, g in zip(self.variables, gradients)}
+        self.optimizer.apply([by_id[id(v)] for v in self._free_variables], self._free_variables)
+        for index, (optimizer, variables) in enumerate(self._groups):
+            def apply(optimizer=optimizer, variables=variables):
+                optimizer.apply([by_id[id(v)] for v in variables], variables)
+                return tf.constant(True)
+
+            tf.cond(updated[index], apply, lambda: tf.constant(False))
+        if self.options.mode.decoupled:
+            self.sg_optimizer.apply([by_id[id(v)] for v in self.synthesizer_variables],
+                                    self.synthesizer_variables)
+        return tf.constant(True)
+
+    def raise_if_nonfinite(self):
+        """Raises `NonFiniteError` if a step was refused under `on_nonfinite="raise"`."""
+        step = int(self.nonfinite_step.numpy())
+        if step >= 0:
+            bad = self._nonfinite_parts.numpy()
+            raise NonFiniteError(step, [name for name, flag in zip(self.part_names, bad) if flag])
+
+    def optimizers(self):
+        """Every optimizer the engine applies."""
+        return [self.optimizer, self.sg_optimizer] + self.module_optimizers
