@@ -167,8 +167,7 @@ class StepEngine:
         self.rng = tf.random.Generator.from_seed(int(seed))
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                           name="nonfinite_step")
-        self._nonfinite_parts = tf.Variable(tf.zeros([0], tf.bool), shape=tf.TensorShape([None]),
-                                            trainable=False, name="nonfinite_parts")
+        self._nonfinite_parts = None   # made when the step is traced and its parts are known
         self.part_names = []
 
     def context(self, y):
@@ -233,6 +232,11 @@ class StepEngine:
                           applied, None if updated is None else updated & applied)
 
     def _record_failure(self, ok, finite, step):
+        if self._nonfinite_parts is None:
+            with tf.init_scope():
+                self._nonfinite_parts = tf.Variable(tf.zeros(finite.shape, tf.bool),
+                                                    trainable=False, name="nonfinite_parts")
+
         def record():
             self.nonfinite_step.assign(tf.cast(step, tf.int64))
             self._nonfinite_parts.assign(tf.logical_not(finite))

@@ -114,17 +114,6 @@ def test_metrics_and_measured_cosine():
     assert not np.isnan(float(trainer.train_step(x, y)["cosine/" + first.name]))
 
 
-def test_step_schedule_of_true_targets_and_measurements():
-    model = fcn()
-    periodic = sg_keras.DNITrainer(model, mode="dni", true_gradient_every=3, measure_every=2)
-    assert [periodic.step_kind(s) for s in range(5)] == [
-        (True, True), (False, False), (True, False), (True, True), (True, False)]
-    true = sg_keras.DNITrainer(model, mode="dni", sg_target="true")
-    assert {true.step_kind(s) for s in range(4)} == {(True, True)}
-    backprop = sg_keras.DNITrainer(model, mode="backprop", measure_every=1)
-    assert backprop.step_kind(0) == (False, False)
-
-
 def test_true_target_mode_trains_the_synthesizer_on_the_true_gradient():
     model = fcn(batch_norm=False)
     randomize_synthesizers(model)
