@@ -42,21 +42,33 @@ class DenseSynthesizer(layers.Layer):
     linear layer with as many units as `h` has features. `hidden_layers=0` is
     the paper's linear synthesizer.
 
+    With `rank=r` the output layer is factored through `r` units: a bias-free
+    projection to `r` (Glorot-initialised, trained) and the zero-initialised
+    `r → features` layer, so `ĝ` still starts at 0. A linear synthesizer then
+    costs `2·r·U` multiply-adds per example instead of `U²` (U features; half
+    in the forward pass, half in its weight gradients): the cheap option for
+    wide layers.
+
     Args:
         hidden_layers: number of hidden blocks (the paper uses 0–2).
         hidden_units: width of each hidden block (paper: 1024).
+        rank: None (full rank) or the rank of the output layer.
 
     Example:
 
     >>> synth = DenseSynthesizer()          # linear
     >>> float(keras.ops.max(keras.ops.abs(synth(np.ones((4, 16))))))
     0.0
+    >>> low = DenseSynthesizer(rank=4)
+    >>> low(np.ones((2, 64))).shape, low.count_params()      # 64*4 + 4*64 + 64
+    (TensorShape([2, 64]), 576)
     """
 
-    def __init__(self, hidden_layers=0, hidden_units=1024, **kwargs):
+    def __init__(self, hidden_layers=0, hidden_units=1024, rank=None, **kwargs):
         super().__init__(**kwargs)
         self.hidden_layers = int_at_least(hidden_layers, 0, "hidden_layers")
         self.hidden_units = int_at_least(hidden_units, 1, "hidden_units")
+        self.rank = None if rank is None else int_at_least(rank, 1, "rank")
 
     def build(self, h_shape, context_shape=None):
         def linear(name):
@@ -65,6 +77,8 @@ class DenseSynthesizer(layers.Layer):
         blocks = []
         for i in range(self.hidden_layers):
             blocks += _hidden_block(linear, f"hidden{i}")
+        if self.rank is not None:
+            blocks.append(layers.Dense(self.rank, use_bias=False, name="project"))
         blocks.append(layers.Dense(h_shape[-1], kernel_initializer="zeros",
                                    bias_initializer="zeros", name="output"))
         self.net = keras.Sequential(blocks, name="mlp")
@@ -81,7 +95,7 @@ class DenseSynthesizer(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_layers": self.hidden_layers,
-                "hidden_units": self.hidden_units}
+                "hidden_units": self.hidden_units, "rank": self.rank}
 
 
 @keras.saving.register_keras_serializable(package="sg_keras")

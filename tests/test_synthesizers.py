@@ -24,6 +24,22 @@ def test_dense_synthesizer_starts_at_zero_with_zero_kernel_and_bias(hidden):
     assert kinds == ["Dense", "BatchNormalization", "ReLU"] * hidden + ["Dense"]
 
 
+def test_low_rank_synthesizer_starts_at_zero_and_computes_h_p_w_plus_b():
+    synth = DenseSynthesizer(rank=3)
+    h = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    np.testing.assert_array_equal(synth(h, context=None), 0.0)
+    project, output = synth.net.layers
+    assert project.kernel.shape == (8, 3) and project.bias is None
+    assert output.kernel.shape == (3, 8)
+    rng = np.random.default_rng(1)
+    output.kernel.assign(rng.normal(size=(3, 8)).astype("float32"))
+    output.bias.assign(rng.normal(size=8).astype("float32"))
+    expected = h @ project.kernel.numpy() @ output.kernel.numpy() + output.bias.numpy()
+    np.testing.assert_allclose(synth(h), expected, rtol=1e-5, atol=1e-6)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(synth))
+    assert clone.rank == 3
+
+
 def test_conv_synthesizer_starts_at_zero_and_keeps_the_activation_shape():
     synth = ConvSynthesizer(hidden_layers=1, filters=4, kernel_size=3)
     out = synth(np.ones((2, 5, 6, 3), "float32"), context=np.eye(4, dtype="float32")[:2])
@@ -63,6 +79,7 @@ def test_conv_context_is_tiled_as_extra_channels():
     (lambda: DenseSynthesizer(hidden_layers=-1), "hidden_layers"),
     (lambda: DenseSynthesizer(hidden_units=0), "hidden_units"),
     (lambda: DenseSynthesizer(hidden_layers=1.5), "hidden_layers"),
+    (lambda: DenseSynthesizer(rank=0), "rank"),
     (lambda: ConvSynthesizer(filters="many"), "filters"),
     (lambda: ConvSynthesizer(kernel_size=0), "kernel_size"),
 ])

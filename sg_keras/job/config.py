@@ -25,7 +25,7 @@ from sg_keras.options import MODES, ON_NONFINITE, SG_TARGETS, DNIOptions
 from sg_keras.validation import ArgumentError
 
 # The flags that shape the network and its checkpoint: a run directory keeps them.
-ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units")
+ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units", "synth_rank")
 # The flags that are the library's DNIOptions, same names and values.
 DNI_OPTIONS = ("mode", "sg_target", "true_gradient_every", "measure_every", "bp_lambda",
                "update_prob", "sg_clip_norm", "on_nonfinite")
@@ -50,6 +50,8 @@ class Config:
     units: int = _field(256, "Units per hidden layer.")
     synth_layers: int = _field(0, "Hidden layers of each synthesizer (0 = linear).")
     synth_units: int = _field(1024, "Units per synthesizer hidden layer.")
+    synth_rank: Optional[int] = _field(None, "Rank of each synthesizer's output layer "
+                                             "(unset = full rank).")
     sg_target: str = _field("bootstrap", "Synthesizer regression target.", choices=SG_TARGETS)
     true_gradient_every: int = _field(0, "Every k steps regress synthesizers on the true "
                                          "gradient (0 = never).")
@@ -108,6 +110,9 @@ class Config:
 
         if not self.model_dir:
             fail("model_dir", "a directory for this run is required.")
+        if self.synth_rank is not None and not (isinstance(self.synth_rank, int)
+                                                and self.synth_rank >= 1):
+            fail("synth_rank", "must be an integer >= 1 (unset = full rank).")
         minimums = {"num_layers": 2, "units": 1, "synth_layers": 0, "synth_units": 1,
                     "batch_size": 1, "train_steps": 0, "log_every": 1, "eval_every": 1,
                     "checkpoint_every": 1, "keep_checkpoints": 1}
@@ -150,7 +155,7 @@ def define_flags(flag_values=flags.FLAGS):
                               flag_values=flag_values)
         elif field.type is bool:
             flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
-        elif field.type is int:
+        elif field.type in (int, Optional[int]):
             flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
         elif field.type in (float, Optional[float]):
             flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)

@@ -69,7 +69,8 @@ def build_trainer(config, input_shape, num_classes=10):
     model = networks.fcn(input_shape, config.num_layers, config.units, num_classes,
                          decoupled=options.mode.decoupled, context=options.mode.uses_context,
                          synthesizer_layers=config.synth_layers,
-                         synthesizer_units=config.synth_units)
+                         synthesizer_units=config.synth_units,
+                         synthesizer_rank=config.synth_rank)
     sg_rate = config.sg_learning_rate or config.learning_rate
     return DNITrainer(
         model, optimizer=keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),

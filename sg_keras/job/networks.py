@@ -14,7 +14,7 @@ def hidden_block(units, name=None):
 
 
 def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled=True,
-        context=False, synthesizer_layers=0, synthesizer_units=1024):
+        context=False, synthesizer_layers=0, synthesizer_units=1024, synthesizer_rank=None):
     """The paper's MNIST fully connected network, with DNI between every pair of layers.
 
     `num_layers` counts the Dense layers: `num_layers - 1` hidden blocks (each
@@ -31,6 +31,7 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
         context: cDNI, the synthesizers see the one-hot label.
         synthesizer_layers: hidden layers of each `DenseSynthesizer` (0 = linear).
         synthesizer_units: width of those hidden layers (paper: 1024).
+        synthesizer_rank: rank of the synthesizers' output layer (None: full).
 
     Example:
 
@@ -45,7 +46,7 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
         if decoupled:
             block = DecoupledLayer(
                 block, synthesizer=DenseSynthesizer(synthesizer_layers, synthesizer_units,
-                                                    name=f"synthesizer{index}"),
+                                                    synthesizer_rank, name=f"synthesizer{index}"),
                 context_dim=num_classes if context else None, name=f"dni{index}")
         layers.append(block)
     layers.append(keras.layers.Dense(num_classes, name="logits"))
