@@ -51,4 +51,4 @@ def test_steps_from_epochs_or_explicit():
 def test_architecture_holds_what_the_checkpoint_depends_on():
     arch = Config(mode="dni", update_prob=0.5).architecture()
     assert arch == {"mode": "dni", "num_layers": 3, "units": 256, "synth_layers": 0,
-                    "synth_units": 1024, "update_prob<1": True}
+                    "synth_units": 1024, "synth_rank": None, "update_prob<1": True}
