@@ -1,164 +1,227 @@
-"""Training speed and peak memory of backprop, DNI and cDNI on the 3-layer MNIST FCN.
+"""Step time of plain Keras, sg_keras backprop, DNI and cDNI, against the multiply-add floor.
 
-All configurations are the FCN of `sg_keras.job.networks.fcn` (two decoupled
-hidden blocks of 256, batch 256, Adam 1e-3) built by `train.py`'s own
-`build_trainer`, with linear or MLP (2x1024) synthesizers, without XLA and
-with `DNITrainer(jit_compile=True)`. Measures
+For each MNIST FCN (`sg_keras.job.networks.fcn`: depth 3 or 6 layers, hidden
+width 256, 1024 or 4096, Dense → BatchNorm → ReLU blocks, batch 256, Adam)
+it times, interleaved in one process on the same in-memory MNIST batches:
 
-* steps/s and examples/s: every trainer lives in this one process and
-  `train_step` is timed in blocks that interleave the configurations (see
-  `common.time_trainers`), after a warm-up; no cosine measurement
-  (measure_every=0), except the "measured" rows (measure_every=1), whose step
-  time over the plain one is the cost of a measured step;
-* step-time ratios over backprop (same compiler setting) and XLA's speed-up
-  (step time without XLA over with XLA, same configuration);
-* peak resident memory of training: each configuration runs --memory_steps
-  steps in a fresh child process, which loads the data, resets its
-  high-water mark (writing 5 to /proc/self/clear_refs) and reports its peak
-  resident memory after the steps (VmHWM from /proc/self/status; a child's
-  ru_maxrss would count the parent's memory at fork time), together with a
-  child that only imports TensorFlow, loads the data and resets: its value
-  is the resident memory every configuration's peak starts from.
+* keras fit: the compiled step `fit` runs (`model.train_function`) of the
+  plain model (no DecoupledLayer), with the loss and accuracy metrics;
+* keras tape: a plain `tf.function` GradientTape step of the plain model;
+* sg backprop: `DNITrainer(mode="backprop")` on the plain model (the engine's
+  guard, step counter and metrics, no synthesizers);
+* sg dni / sg cdni: `DNITrainer` with full-rank linear synthesizers;
+* sg dni r16 / sg cdni r16: rank-16 linear synthesizers
+  (`DenseSynthesizer(rank=16)`);
+* fit dni: `DNIModel`'s compiled `fit` step (`train_function`), full rank.
 
-Target: DNI with a linear synthesizer within 1.15x of backprop's step time.
+Every row also gets its multiply-adds per example (dense layers only:
+forward, weight gradients, input gradients below the first layer; a
+synthesizer adds its forward and weight gradients) and the *floor*: its
+multiply-adds over plain backprop's, the ratio an arithmetic-bound step
+could not beat. "vs floor" is the measured ratio to keras fit divided by the
+floor.
+
+Timing: after a warm-up, `--rounds` rounds; in each, every configuration runs
+a block of steps (sized to about --block_s seconds), in an order rotated from
+round to round; ratios are medians of per-round ratios (IQR in brackets).
+
+Targets (issue "The DNI step at its cost floor"): sg backprop within 1.03x of
+keras fit; sg dni (full rank) within 1.10x of keras fit times its floor; a
+low-rank dni within 1.15x of keras fit at width 1024.
+
 Writes bench/results/speed.{json,md} and speed.png.
 
-    python bench/speed.py                                              # reported budget
-    python bench/speed.py --rounds 2 --block 5 --memory_steps 5 --no_xla   # smoke check
+    python bench/speed.py                                        # reported budget
+    python bench/speed.py --shapes 3x256 --rounds 2 --block_s 0.05   # smoke check
 """
 
 import argparse
+import gc
 import statistics
-import subprocess
-import sys
+import time
 
+import keras
+import numpy as np
+import tensorflow as tf
 from matplotlib.figure import Figure
 
 import common
+import sg_keras
+from sg_keras.job import networks
 
-CONFIGS = {
-    "backprop": {"mode": "backprop"},
-    "dni linear": {"mode": "dni"},
-    "cdni linear": {"mode": "cdni"},
-    "dni mlp 2x1024": {"mode": "dni", "synth_layers": 2},
-    "cdni mlp 2x1024": {"mode": "cdni", "synth_layers": 2},
-    "dni linear, measured": {"mode": "dni", "measure_every": 1},
-    "cdni linear, measured": {"mode": "cdni", "measure_every": 1},
-}
-NO_MODEL = "(TensorFlow + data only)"
-XLA = " +XLA"
-TARGET = 1.15   # DNI (linear) step time over backprop's
-PEAK_RSS = "peak RSS MB: "
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CLASSES, PIXELS, RANK = 10, 784, 16
+METHODS = ("keras fit", "keras tape", "sg backprop", "sg dni", "sg cdni", "sg dni r16",
+           "sg cdni r16", "fit dni")
 
 
-def settings(name):
-    """`Config` settings of a row name such as "dni linear +XLA"."""
-    base = name.removesuffix(XLA)
-    return {"measure_every": 0, **CONFIGS[base], "jit_compile": name.endswith(XLA)}
+def dense_macs(depth, width):
+    """Backprop multiply-adds per example of the FCN: forward, weight and input gradients."""
+    dims = [PIXELS] + [width] * (depth - 1) + [CLASSES]
+    layers = [a * b for a, b in zip(dims, dims[1:])]
+    return 2 * sum(layers) + sum(layers[1:])
 
 
-def run_child(name, steps):
-    """In this process: load the data, train `name` `steps` steps, print the peak RSS since."""
-    train_split, _ = common.load_mnist()
-    batches = common.batches(train_split, 20)
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-        handle.write("5")   # VmHWM := current RSS, so loading the data leaves no peak
-    if name != NO_MODEL:
-        trainer = common.make_trainer(train_split.x.shape[1:], **settings(name))
-        for index in range(steps):
-            trainer.train_step(*batches[index % len(batches)])
-    print(f"{PEAK_RSS}{common.status_mb('VmHWM'):.1f}")
+def synthesizer_macs(depth, width, method):
+    """Multiply-adds per example of a method's synthesizers (forward and weight gradients)."""
+    if "dni" not in method:
+        return 0
+    inputs = width + (CLASSES if "cdni" in method else 0)
+    per_layer = inputs * RANK + RANK * width if method.endswith(f"r{RANK}") else inputs * width
+    return 2 * per_layer * (depth - 1)
 
 
-def peak_rss_mb(name, steps):
-    """Peak RSS (VmHWM) of a fresh process training `name` for `steps` steps; None on failure."""
-    child = subprocess.run([sys.executable, __file__, "--peak_rss_of", name,
-                            "--memory_steps", str(steps)], capture_output=True, text=True)
-    lines = [line for line in child.stdout.splitlines() if line.startswith(PEAK_RSS)]
-    if child.returncode != 0 or not lines:
-        print(f"peak RSS of {name} failed:\n{child.stderr[-2000:]}", flush=True)
-        return None
-    return float(lines[-1].removeprefix(PEAK_RSS))
+def model_of(method, depth, width, seed=0):
+    """The FCN a method trains (synthesizers as the method says)."""
+    keras.utils.set_random_seed(seed)
+    mode = "cdni" if "cdni" in method else "dni" if "dni" in method else "backprop"
+    return networks.fcn((28, 28), depth, width, CLASSES, decoupled=mode != "backprop",
+                        context=mode == "cdni",
+                        synthesizer_rank=RANK if method.endswith(f"r{RANK}") else None), mode
 
 
-def speed_figure(rows):
-    figure = Figure(figsize=(8, 4), layout="constrained")
+class KerasFit:
+    """One compiled `fit` step per call: `train_function` on an iterator over the batches."""
+
+    def __init__(self, model, batches, **compile_args):
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS, metrics=["accuracy"],
+                      **compile_args)
+        xs = np.stack([x.numpy() for x, _ in batches])
+        ys = np.stack([y.numpy() for _, y in batches])
+        self.iterator = iter(tf.data.Dataset.from_tensor_slices((xs, ys)).repeat())
+        model.fit(xs[0], ys[0], batch_size=len(xs[0]), epochs=1, verbose=0)   # builds everything
+        self.function = model.make_train_function()
+
+    def __call__(self, x, y):
+        return self.function(self.iterator)
+
+
+class KerasTape:
+    """A plain GradientTape step."""
+
+    def __init__(self, model):
+        self.model, self.optimizer = model, keras.optimizers.Adam(1e-3)
+        self.step = tf.function(self._step)
+
+    def _step(self, x, y):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y, self.model(x, training=True))
+        variables = self.model.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    def __call__(self, x, y):
+        return self.step(x, y)
+
+
+def stepper(method, depth, width, batches):
+    model, mode = model_of(method, depth, width)
+    if method == "keras fit":
+        return KerasFit(model, batches)
+    if method == "keras tape":
+        return KerasTape(model)
+    if method == "fit dni":
+        dni = sg_keras.DNIModel.from_model(model)
+        return KerasFit(dni, batches, sg_optimizer=keras.optimizers.Adam(1e-3))
+    trainer = sg_keras.DNITrainer(model, mode=mode, loss=LOSS,
+                                  optimizer=keras.optimizers.Adam(1e-3))
+    return trainer.train_step
+
+
+def time_group(steppers, batches, rounds, block_s, warmup):
+    """Seconds per step of each stepper, one value per round (blocks interleaved, rotated)."""
+    names = list(steppers)
+    first = {}
+    for name in names:
+        for index in range(warmup):
+            steppers[name](*batches[index % len(batches)])
+        start = time.perf_counter()
+        steppers[name](*batches[0])
+        first[name] = time.perf_counter() - start
+    block = max(2, round(block_s / statistics.median(first.values())))
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            for index in range(block):
+                steppers[name](*batches[(round_index * block + index) % len(batches)])
+            times[name].append((time.perf_counter() - start) / block)
+    return times, block
+
+
+def speed_figure(rows, shapes):
+    figure = Figure(figsize=(9, 4), layout="constrained")
     axes = figure.subplots()
-    names = list(CONFIGS)
-    for offset, suffix in ((-0.2, ""), (0.2, XLA)):
-        values = [next((r["steps/s"] for r in rows if r["configuration"] == n + suffix
-                        and r.get("steps/s")), 0) for n in names]
-        axes.barh([i + offset for i in range(len(names))], values, height=0.4,
-                  label="XLA" if suffix else "no XLA")
-    axes.set_yticks(range(len(names)), names)
-    axes.invert_yaxis()
-    axes.set(title="train_step throughput, 3-layer MNIST FCN, batch 256", xlabel="steps/s")
-    axes.legend()
+    for index, method in enumerate(METHODS[1:]):
+        values = [next((r["ratio"] for r in rows if r["shape"] == s and r["method"] == method),
+                       np.nan) for s in shapes]
+        axes.bar(np.arange(len(shapes)) + (index - 3) * 0.11, values, width=0.11, label=method)
+    axes.axhline(1.0, color="grey", linewidth=0.8)
+    axes.set_xticks(range(len(shapes)), [f"{s} (depth x width)" for s in shapes])
+    axes.set(ylabel="step time / keras fit", title="Step time over a plain Keras fit step")
+    axes.legend(fontsize=7, ncol=4)
     return figure
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=20, help="timing rounds")
-    parser.add_argument("--block", type=int, default=40, help="steps per timing block")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed steps per trainer")
-    parser.add_argument("--memory_steps", type=int, default=300,
-                        help="steps of each peak-memory child process")
-    parser.add_argument("--no_xla", action="store_true", help="leave out the XLA rows")
-    parser.add_argument("--peak_rss_of", help="internal: the child process of one memory row")
+    parser.add_argument("--shapes", nargs="+",
+                        default=["3x256", "6x256", "3x1024", "6x1024", "3x4096", "6x4096"],
+                        help="DEPTHxWIDTH of each FCN")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--block_s", type=float, default=0.3, help="seconds per timed block")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per configuration")
     args = parser.parse_args()
     common.require_mnist()
-    if args.peak_rss_of:
-        return run_child(args.peak_rss_of, args.memory_steps)
+    train_split, _ = common.load_mnist()
+    batches = common.batches(train_split, 20)
 
-    names = list(CONFIGS) + ([] if args.no_xla else [name + XLA for name in CONFIGS])
-    times, errors = common.time_trainers({name: settings(name) for name in names},
-                                         warmup=args.warmup, rounds=args.rounds, block=args.block)
-    memory = {name: peak_rss_mb(name, args.memory_steps) for name in [NO_MODEL] + names}
+    rows, all_times = [], {}
+    for shape in args.shapes:
+        depth, width = map(int, shape.split("x"))
+        steppers = {method: stepper(method, depth, width, batches) for method in args.methods}
+        times, block = time_group(steppers, batches, args.rounds, args.block_s, args.warmup)
+        all_times[shape] = times
+        base = dense_macs(depth, width)
+        for method in args.methods:
+            macs = base + synthesizer_macs(depth, width, method)
+            row = {"shape": shape, "method": method, "step ms": 1000 * statistics.median(
+                times[method]), "MACs/example": macs, "floor": macs / base, "block": block}
+            if "keras fit" in times:
+                ratio, text = common.ratio(times, method, "keras fit")
+                row.update({"ratio": ratio, "vs keras fit": text,
+                            "vs floor": ratio / row["floor"]})
+            rows.append(row)
+            print({k: v for k, v in row.items() if k != "block"}, flush=True)
+        del steppers
+        keras.backend.clear_session()
+        gc.collect()
 
-    rows = [{"configuration": NO_MODEL, "peak RSS MB": memory[NO_MODEL]}]
-    for name in names:
-        row = {"configuration": name, "peak RSS MB": memory[name]}
-        if name in errors:
-            row["error"] = errors[name]
-        else:
-            step = statistics.median(times[name])
-            xla = name.endswith(XLA)
-            baseline = "backprop" + (XLA if xla else "")
-            row.update({"step ms": 1000 * step, "steps/s": 1 / step,
-                        "examples/s": common.BATCH_SIZE / step})
-            if baseline in times:
-                row["ratio_vs_backprop"], row["step time / backprop"] = common.ratio(
-                    times, name, baseline)
-            if xla and name.removesuffix(XLA) in times:
-                row["xla_speedup"], row["XLA speed-up"] = common.ratio(
-                    times, name.removesuffix(XLA), name)
-        rows.append(row)
-
-    notes = [f"Step times: median over {args.rounds} rounds of {args.block} train_step calls "
-             "per configuration, all configurations interleaved in one process after "
-             f"{args.warmup} warm-up steps; ratios: median of the per-round ratios "
-             "(interquartile range in brackets).",
-             f"Peak RSS: VmHWM of a fresh child that trains {args.memory_steps} steps, reset "
-             "after the child loaded the data (the training peak; loading's own peak is left "
-             f"out); '{NO_MODEL}' is the RSS at that reset, the floor every peak starts from."]
-    if "dni linear" in times and "backprop" in times:
-        dni, text = common.ratio(times, "dni linear", "backprop")
-        notes.append(f"Target: DNI (linear) within {TARGET}x of backprop's step time: "
-                     f"{text}x, " + ("met." if dni <= TARGET else f"missed by {dni - TARGET:.2f}."))
-    for mode in ("dni", "cdni"):
-        measured, plain = f"{mode} linear, measured", f"{mode} linear"
-        if measured in times and plain in times:
-            cost, text = common.ratio(times, measured, plain)
-            notes.append(f"A measured {mode} step (true backward pass + cosine) takes {text}x "
-                         f"a plain one: {(cost - 1) / 100:+.2%} on average at the default "
-                         "measure_every=100.")
-    notes += [f"{name} failed: {error}" for name, error in errors.items()]
+    notes = [f"Batch {common.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
+             f"of about {args.block_s} s per configuration, interleaved and rotated; ratios are "
+             "medians of per-round ratios to keras fit (IQR in brackets).",
+             "MACs/example: dense multiply-adds per example (forward + weight gradients + input "
+             "gradients below the first layer; synthesizers: forward + weight gradients). floor = "
+             "MACs / plain backprop MACs; vs floor = measured ratio / floor."]
+    by = {(r["shape"], r["method"]): r for r in rows}
+    for shape in args.shapes:
+        checks = [("sg backprop", 1.03, 1.0, "within 1.03x of keras fit"),
+                  ("sg dni", 1.10, None, "within 1.10x of keras fit x floor")]
+        if shape.endswith("x1024"):
+            checks.append((f"sg dni r{RANK}", 1.15, 1.0, "within 1.15x of keras fit"))
+        for method, limit, scale, what in checks:
+            row = by.get((shape, method))
+            if row and "ratio" in row:
+                value = row["ratio"] / (row["floor"] if scale is None else scale)
+                notes.append(f"{shape} {method}: {value:.2f} {'<=' if value <= limit else '>'} "
+                             f"{limit} ({what}): {'met' if value <= limit else 'missed'}.")
     common.write_results(
-        "speed", "Training speed and peak memory: backprop vs DNI vs cDNI, with and without XLA",
-        ["configuration", "step ms", "steps/s", "examples/s", "step time / backprop",
-         "XLA speed-up", "peak RSS MB", "error"], rows, notes, step_times_s=times)
-    common.save_figure(speed_figure(rows), "speed")
+        "speed", "Step time over a plain Keras fit step, and the multiply-add floor",
+        ["shape", "method", "step ms", "vs keras fit", "MACs/example", "floor", "vs floor"],
+        rows, notes, step_times_s=all_times)
+    common.save_figure(speed_figure(rows, args.shapes), "speed")
 
 
 if __name__ == "__main__":
