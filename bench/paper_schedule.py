@@ -1,17 +1,17 @@
-"""Towards the paper's MNIST schedule: the 3-layer cDNI FCN of configs/paper_mnist_fcn3_cdni.cfg.
+"""Towards the paper's MNIST schedule: one of the configs/paper_mnist_fcn*.cfg runs.
 
-Runs `python train.py --flagfile=configs/paper_mnist_fcn3_cdni.cfg` (the
-paper's schedule: hundreds of thousands of steps) into
-bench/results/runs/paper_mnist_fcn3_cdni for at most --minutes, then stops
+Runs `python train.py --flagfile=configs/CONFIG.cfg` (the paper's schedule:
+500k steps) into bench/results/runs/CONFIG for at most --minutes, then stops
 it with SIGTERM, on which train.py saves a checkpoint: running the same
 command again resumes where it stopped. Reports how far the run got, the
 test error at each of its evaluations and the schedule, the last two as the
 flagfile sets them (read with train.py's own flag definitions).
 
-Writes bench/results/paper_schedule.{json,md} and paper_schedule.png.
+Writes bench/results/schedule_<CONFIG without "paper_mnist_">.{json,md,png}.
 
-    python bench/paper_schedule.py                # reported budget (resumes)
-    python bench/paper_schedule.py --minutes 1    # smoke check
+    python bench/paper_schedule.py                                   # 3-layer cDNI, resumes
+    python bench/paper_schedule.py --config paper_mnist_fcn3_dni --minutes 600
+    python bench/paper_schedule.py --minutes 1                       # smoke check
 """
 
 import argparse
@@ -27,14 +27,11 @@ from sg_keras.job import config as config_lib
 from sg_keras.job import plots
 from sg_keras.job.history import MetricsLog
 
-CONFIG = "configs/paper_mnist_fcn3_cdni.cfg"
-
-
-def flagfile_config():
-    """The validated `Config` that `train.py --flagfile=CONFIG` runs."""
+def flagfile_config(flagfile):
+    """The validated `Config` that `train.py --flagfile=FLAGFILE` runs."""
     flag_values = flags.FlagValues()
     config_lib.define_flags(flag_values)
-    flag_values(["train.py", f"--flagfile={common.REPO / CONFIG}"])
+    flag_values(["train.py", f"--flagfile={common.REPO / flagfile}"])
     return config_lib.config_from_flags(flag_values)
 
 
@@ -55,13 +52,16 @@ def schedule_text(config):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="paper_mnist_fcn3_cdni",
+                        help="flagfile name in configs/, without .cfg")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this call")
     args = parser.parse_args()
     mnist = common.require_mnist()
-    config = flagfile_config()
+    flagfile = f"configs/{args.config}.cfg"
+    config = flagfile_config(flagfile)
     total = config.total_steps(common.steps_per_epoch(config.batch_size))
-    model_dir = common.RUNS / "paper_mnist_fcn3_cdni"
-    child = [sys.executable, "train.py", f"--flagfile={CONFIG}", f"--model_dir={model_dir}",
+    model_dir = common.RUNS / args.config
+    child = [sys.executable, "train.py", f"--flagfile={flagfile}", f"--model_dir={model_dir}",
              f"--data_path={mnist}"]
     print(" ".join(child), flush=True)
     started = time.perf_counter()
@@ -83,15 +83,15 @@ def main():
              f"this call ran {wall / 60:.1f} min (budget {args.minutes:g} min), exit status "
              f"{process.returncode}" + (" (finished)." if reached >= total else
                                         "; run the same command to continue."),
-             f"Schedule ({CONFIG}): {schedule_text(config)}"]
-    common.write_results("paper_schedule", "The paper's MNIST cDNI schedule, 3-layer FCN",
-                         ["step", "test error %"], rows, notes, reached_step=reached,
-                         wall_s=wall, exit_status=process.returncode)
+             f"Schedule ({flagfile}): {schedule_text(config)}"]
+    name = "schedule_" + args.config.removeprefix("paper_mnist_")
+    title = f"The paper's MNIST schedule, {config.num_layers}-layer FCN, {config.mode}"
+    common.write_results(name, title, ["step", "test error %"], rows, notes,
+                         reached_step=reached, wall_s=wall, exit_status=process.returncode)
     if steps:
-        plots.save_png(plots.error_curves({"cdni (paper schedule)": (steps, [r["test error %"]
-                                                                             for r in rows])},
-                                          "MNIST test error, 3-layer cDNI FCN, paper schedule"),
-                       common.RESULTS / "paper_schedule.png")
+        curve = {f"{config.mode} (paper schedule)": (steps, [r["test error %"] for r in rows])}
+        plots.save_png(plots.error_curves(curve, f"MNIST test error, {title}"),
+                       common.RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
