@@ -26,6 +26,11 @@ from sg_keras.validation import ArgumentError
 
 # The flags that shape the network and its checkpoint: a run directory keeps them.
 ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units", "synth_rank")
+# --task: the MNIST-style classifier, or a sequence task of recurrent DNI (sequence_experiment).
+TASKS = ("classify", "copy", "repeat_copy", "char_lm")
+# The flags that shape a sequence task's network and its checkpoint.
+SEQUENCE_ARCHITECTURE = ("task", "mode", "units", "synth_layers", "synth_units", "truncation",
+                         "aux", "bits", "max_repeats")
 # The flags that are the library's DNIOptions, same names and values.
 DNI_OPTIONS = ("mode", "sg_target", "true_gradient_every", "measure_every", "bp_lambda",
                "update_prob", "sg_clip_norm", "on_nonfinite")
@@ -85,6 +90,23 @@ class Config:
                                         "(bit-identical reruns and resumes).")
     jit_compile: bool = _field(False, "Compile the training step with XLA.")
     plots: bool = _field(True, "Draw PNG plots into --model_dir at each evaluation.")
+    task: str = _field("classify", "classify: the image classifier above; copy, repeat_copy, "
+                                   "char_lm: an LSTM (--units) trained with truncated BPTT "
+                                   "(--mode=backprop) or recurrent DNI (--mode=dni).",
+                       choices=TASKS)
+    truncation: int = _field(3, "Sequence tasks: truncated-BPTT chunk length T.")
+    aux: bool = _field(False, "Sequence tasks, --mode=dni: DNI + Aux (the core also predicts "
+                              "the synthetic gradient at its chunk's end).")
+    aux_weight: float = _field(1.0, "Weight of the DNI + Aux regression loss.")
+    bits: int = _field(1, "Copy / Repeat Copy: bits per symbol.")
+    max_repeats: int = _field(2, "Repeat Copy: repeats drawn uniformly from 1..max_repeats.")
+    curriculum_threshold: float = _field(0.15, "Copy / Repeat Copy: raise N when the mean "
+                                               "per-symbol error (bits) of the last "
+                                               "--curriculum_window batches is below this.")
+    curriculum_window: int = _field(10, "Training batches averaged by the curriculum.")
+    text_path: Optional[str] = _field(None, "char_lm: a local UTF-8 text file (default: TFDS "
+                                            "tiny_shakespeare).")
+    sequence_length: int = _field(60, "char_lm: characters per stream per training batch.")
 
     def dni_options(self):
         """The library's `DNIOptions` for these flags (raises ValueError naming a bad one)."""
@@ -92,6 +114,8 @@ class Config:
 
     def architecture(self):
         """The settings a checkpoint depends on (per-module optimizers exist when p < 1)."""
+        if self.task != "classify":
+            return {name: getattr(self, name) for name in SEQUENCE_ARCHITECTURE}
         return {**{name: getattr(self, name) for name in ARCHITECTURE},
                 "update_prob<1": self.update_prob < 1.0}
 
@@ -138,7 +162,25 @@ class Config:
             fail("lr_decay_steps", "steps must be positive and increasing.")
         if self.train_steps == 0 and not self.epochs > 0:
             fail("epochs", "must be > 0 when --train_steps is 0.")
+        if self.task != "classify":
+            self._validate_sequence(fail)
         return self
+
+    def _validate_sequence(self, fail):
+        if self.mode not in ("backprop", "dni"):
+            fail("mode", f"--task={self.task} trains with backprop (truncated BPTT) or dni.")
+        if self.train_steps < 1:
+            fail("train_steps", f"--task={self.task} needs the number of training batches.")
+        for name in ("truncation", "bits", "max_repeats", "curriculum_window", "sequence_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "must be an integer >= 1.")
+        if self.aux and self.mode != "dni":
+            fail("aux", "DNI + Aux needs --mode=dni.")
+        if not self.aux_weight >= 0:
+            fail("aux_weight", "must be >= 0.")
+        if not self.curriculum_threshold > 0:
+            fail("curriculum_threshold", "must be > 0.")
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
