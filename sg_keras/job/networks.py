@@ -3,7 +3,7 @@
 import keras
 
 from sg_keras.layers import DecoupledLayer
-from sg_keras.synthesizers import DenseSynthesizer
+from sg_keras.synthesizers import ConvSynthesizer, DenseSynthesizer
 from sg_keras.validation import int_at_least
 
 
@@ -51,3 +51,46 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
         layers.append(block)
     layers.append(keras.layers.Dense(num_classes, name="logits"))
     return keras.Sequential(layers, name="fcn")
+
+
+def conv_block(filters, kernel_size, pool, name=None):
+    """The paper's CNN layer: Conv2D → BatchNorm → ReLU → 3×3 pooling with stride 2."""
+    pooling = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
+    return keras.Sequential([keras.layers.Conv2D(filters, kernel_size, padding="same"),
+                             keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                             pooling(3, strides=2, padding="same")], name=name)
+
+
+def cnn(input_shape=(28, 28, 1), num_layers=3, filters=128, num_classes=10, decoupled=True,
+        context=False, kernel_size=5, synthesizer_layers=2, synthesizer_filters=128):
+    """The paper's CNN, with DNI between every pair of layers.
+
+    `num_layers` counts the layers as `fcn` does: `num_layers - 1` convolutional
+    layers (`conv_block`: `filters` 5×5 filters, BatchNorm, ReLU; 3×3 max-pool
+    after the first, average-pool after the others, stride 2), each wrapped in
+    a `DecoupledLayer` with a `ConvSynthesizer` (the paper's: two hidden
+    layers of 128 5×5 filters, zero-initialised final conv), then a linear
+    head on the flattened features. Grey images of rank 2 get a channel axis.
+
+    Example:
+
+    >>> model = cnn((8, 8), num_layers=3, filters=4, synthesizer_filters=4)
+    >>> [type(layer).__name__ for layer in model.layers]
+    ['Reshape', 'DecoupledLayer', 'DecoupledLayer', 'Flatten', 'Dense']
+    >>> model.layers[2].output.shape
+    (None, 2, 2, 4)
+    """
+    num_layers = int_at_least(num_layers, 2, "num_layers")
+    shape = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
+    layers = [keras.Input(tuple(input_shape)), keras.layers.Reshape(shape, name="image")]
+    for index in range(1, num_layers):
+        block = conv_block(filters, kernel_size, "max" if index == 1 else "average",
+                           name=f"conv{index}")
+        if decoupled:
+            block = DecoupledLayer(
+                block, synthesizer=ConvSynthesizer(synthesizer_layers, synthesizer_filters,
+                                                   kernel_size, name=f"synthesizer{index}"),
+                context_dim=num_classes if context else None, name=f"dni{index}")
+        layers.append(block)
+    layers += [keras.layers.Flatten(name="flatten"), keras.layers.Dense(num_classes, name="logits")]
+    return keras.Sequential(layers, name="cnn")
