@@ -221,25 +221,25 @@ def make_trainer(input_shape, **settings):
     return build_trainer(config, input_shape)
 
 
-def step_times(trainers, batches, warmup=50, rounds=20, block=50):
-    """Seconds per `train_step` of each trainer, one value per round.
+def step_times(steppers, batches, warmup=50, rounds=20, block=50):
+    """Seconds per step of each stepper (a `train_step(x, y)` callable), one value per round.
 
-    Every trainer first runs `warmup` steps (tracing, XLA compilation). Then,
-    in each of `rounds` rounds, every trainer runs `block` consecutive steps,
+    Every stepper first runs `warmup` steps (tracing, XLA compilation). Then,
+    in each of `rounds` rounds, every stepper runs `block` consecutive steps,
     in an order rotated from round to round, so slow phases of a shared
-    machine hit all trainers alike; compare trainers round by round.
+    machine hit all of them alike; compare steppers round by round.
     """
-    names = list(trainers)
+    names = list(steppers)
     for name in names:
         for index in range(warmup):
-            trainers[name].train_step(*batches[index % len(batches)])
+            steppers[name](*batches[index % len(batches)])
     times = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             for index in range(block):
-                trainers[name].train_step(*batches[(round_index * block + index) % len(batches)])
+                steppers[name](*batches[(round_index * block + index) % len(batches)])
             times[name].append((time.perf_counter() - start) / block)
     return times
 
@@ -263,7 +263,8 @@ def time_trainers(settings, warmup=50, rounds=20, block=50):
         except Exception as error:  # e.g. XLA failing to compile: reported, not fatal
             errors[name] = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
             print(f"{name}: {errors[name]}", flush=True)
-    return step_times(trainers, held, warmup, rounds, block), errors
+    steppers = {name: trainer.train_step for name, trainer in trainers.items()}
+    return step_times(steppers, held, warmup, rounds, block), errors
 
 
 def status_mb(field, pid="self"):

@@ -128,26 +128,16 @@ def stepper(method, depth, width, batches):
     return trainer.train_step
 
 
-def time_group(steppers, batches, rounds, block_s, warmup):
-    """Seconds per step of each stepper, one value per round (blocks interleaved, rotated)."""
-    names = list(steppers)
-    first = {}
-    for name in names:
+def block_size(steppers, batches, block_s, warmup):
+    """Steps per timed block: about `block_s` seconds at the median stepper's speed."""
+    first = []
+    for stepper in steppers.values():
         for index in range(warmup):
-            steppers[name](*batches[index % len(batches)])
+            stepper(*batches[index % len(batches)])
         start = time.perf_counter()
-        steppers[name](*batches[0])
-        first[name] = time.perf_counter() - start
-    block = max(2, round(block_s / statistics.median(first.values())))
-    times = {name: [] for name in names}
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            for index in range(block):
-                steppers[name](*batches[(round_index * block + index) % len(batches)])
-            times[name].append((time.perf_counter() - start) / block)
-    return times, block
+        stepper(*batches[0])
+        first.append(time.perf_counter() - start)
+    return max(2, round(block_s / statistics.median(first)))
 
 
 def speed_figure(rows, shapes):
@@ -182,7 +172,8 @@ def main():
     for shape in args.shapes:
         depth, width = map(int, shape.split("x"))
         steppers = {method: stepper(method, depth, width, batches) for method in args.methods}
-        times, block = time_group(steppers, batches, args.rounds, args.block_s, args.warmup)
+        block = block_size(steppers, batches, args.block_s, args.warmup)
+        times = common.step_times(steppers, batches, warmup=0, rounds=args.rounds, block=block)
         all_times[shape] = times
         base = dense_macs(depth, width)
         for method in args.methods:

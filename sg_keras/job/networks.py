@@ -40,17 +40,19 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
     ['Flatten', 'DecoupledLayer', 'DecoupledLayer', 'Dense']
     """
     num_layers = int_at_least(num_layers, 2, "num_layers")
-    layers = [keras.Input(tuple(input_shape)), keras.layers.Flatten(name="flatten")]
-    for index in range(1, num_layers):
-        block = hidden_block(units, name=f"block{index}")
-        if decoupled:
-            block = DecoupledLayer(
-                block, synthesizer=DenseSynthesizer(synthesizer_layers, synthesizer_units,
-                                                    synthesizer_rank, name=f"synthesizer{index}"),
-                context_dim=num_classes if context else None, name=f"dni{index}")
-        layers.append(block)
-    layers.append(keras.layers.Dense(num_classes, name="logits"))
-    return keras.Sequential(layers, name="fcn")
+    blocks = [hidden_block(units, name=f"block{index}") for index in range(1, num_layers)]
+    if decoupled:
+        blocks = _decoupled(blocks, num_classes, context, lambda name: DenseSynthesizer(
+            synthesizer_layers, synthesizer_units, synthesizer_rank, name=name))
+    return keras.Sequential([keras.Input(tuple(input_shape)), keras.layers.Flatten(name="flatten"),
+                             *blocks, keras.layers.Dense(num_classes, name="logits")], name="fcn")
+
+
+def _decoupled(blocks, num_classes, context, synthesizer):
+    """Each block in a `DecoupledLayer` ("dni1", ...) with `synthesizer(name)` as its synthesizer."""
+    return [DecoupledLayer(block, synthesizer=synthesizer(f"synthesizer{index}"),
+                           context_dim=num_classes if context else None, name=f"dni{index}")
+            for index, block in enumerate(blocks, start=1)]
 
 
 def conv_block(filters, kernel_size, pool, name=None):
@@ -82,15 +84,12 @@ def cnn(input_shape=(28, 28, 1), num_layers=3, filters=128, num_classes=10, deco
     """
     num_layers = int_at_least(num_layers, 2, "num_layers")
     shape = tuple(input_shape) + ((1,) if len(input_shape) == 2 else ())
-    layers = [keras.Input(tuple(input_shape)), keras.layers.Reshape(shape, name="image")]
-    for index in range(1, num_layers):
-        block = conv_block(filters, kernel_size, "max" if index == 1 else "average",
-                           name=f"conv{index}")
-        if decoupled:
-            block = DecoupledLayer(
-                block, synthesizer=ConvSynthesizer(synthesizer_layers, synthesizer_filters,
-                                                   kernel_size, name=f"synthesizer{index}"),
-                context_dim=num_classes if context else None, name=f"dni{index}")
-        layers.append(block)
-    layers += [keras.layers.Flatten(name="flatten"), keras.layers.Dense(num_classes, name="logits")]
-    return keras.Sequential(layers, name="cnn")
+    blocks = [conv_block(filters, kernel_size, "max" if index == 1 else "average",
+                         name=f"conv{index}") for index in range(1, num_layers)]
+    if decoupled:
+        blocks = _decoupled(blocks, num_classes, context, lambda name: ConvSynthesizer(
+            synthesizer_layers, synthesizer_filters, kernel_size, name=name))
+    return keras.Sequential([keras.Input(tuple(input_shape)),
+                             keras.layers.Reshape(shape, name="image"), *blocks,
+                             keras.layers.Flatten(name="flatten"),
+                             keras.layers.Dense(num_classes, name="logits")], name="cnn")
