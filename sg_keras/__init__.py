@@ -15,9 +15,12 @@ from sg_keras.engine import NonFiniteError, StepEngine
 from sg_keras.interception import GradientInterception
 from sg_keras.layers import DecoupledLayer
 from sg_keras.options import DNIOptions, Mode, OnNonFinite, SGTarget
+from sg_keras.pipeline import PipelinedTrainer
+from sg_keras.placement import split_stages, stage_devices
 from sg_keras.trainer import DNITrainer
 
 __all__ = ["DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer", "FunctionalDNIModel",
-           "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite", "SGTarget",
-           "StepEngine", "dni_maths", "synthesizers"]
+           "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite", "PipelinedTrainer", "SGTarget",
+           "StepEngine", "dni_maths", "split_stages", "stage_devices",
+           "synthesizers"]
 __version__ = "0.2.0"

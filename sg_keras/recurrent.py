@@ -88,14 +88,14 @@ class RecurrentDNI:
         aux_weight: weight of the auxiliary regression loss.
         context_dim: features of an optional per-example context given to the
             synthesizer (cDNI-style); None for none.
-        clip_norm: optional per-example L2 bound on `δ̂` before it is applied.
+        sg_clip_norm: optional per-example L2 bound on `δ̂` before it is applied.
 
     Every step takes the batch normaliser `N` explicitly (default: the local batch).
     """
 
     def __init__(self, cell, readout, *, truncation, loss, optimizer, synthesizer="linear",
                  sg_optimizer=None, aux=False, aux_weight=1.0, context_dim=None,
-                 clip_norm=None):
+                 sg_clip_norm=None):
         if not hasattr(cell, "state_size"):
             raise ArgumentError("cell", "must be a Keras RNN cell with a `state_size`")
         if not callable(loss):
@@ -114,7 +114,7 @@ class RecurrentDNI:
         self.aux_weight = in_interval(aux_weight, 0.0, math.inf, "aux_weight")
         self.context_dim = None if context_dim is None else int_at_least(context_dim, 1,
                                                                          "context_dim")
-        self.clip_norm = clip_norm
+        self.sg_clip_norm = sg_clip_norm
         self.optimizer = optimizer
         self.sg_optimizer = (clone_optimizer(optimizer)
                              if sg_optimizer is None and synthesizer is not None else sg_optimizer)
@@ -220,7 +220,7 @@ class RecurrentDNI:
             # δ̂/N is added to whatever the chunk's own losses send to s_end: the tape
             # sums the output gradient of `end` with the gradient it receives in the chunk.
             arriving = [dni_maths.applied_gradient(g, tf.zeros_like(g), n, combine="add",
-                                                   clip_norm=self.clip_norm)
+                                                   clip_norm=self.sg_clip_norm)
                         for g in synthetic_end]
             ones = [tf.ones_like(loss)]
             grads = tape.gradient([objective] + end, core, output_gradients=ones + arriving)
@@ -300,7 +300,10 @@ class RecurrentDNI:
         x = tf.convert_to_tensor(np.asarray(x, "float32"))
         self.build(int(x.shape[-1]))
         state = self.initial_state(int(x.shape[0])) if state is None else list(state)
-        state, _, predictions = self._predict_fn(state, x)
+        predictions = []
+        for start in range(0, int(x.shape[1]), self.truncation):   # one traced chunk length
+            state, _, chunk = self._predict_fn(state, x[:, start:start + self.truncation])
+            predictions += chunk
         return tf.stack(predictions, axis=1), state
 
     @tf.function(autograph=False)

@@ -26,6 +26,7 @@ from sg_keras.validation import ArgumentError
 
 # The flags that shape the network and its checkpoint: a run directory keeps them.
 ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units", "synth_rank")
+SCHEDULES = ("sync", "pipelined")
 # --task: the MNIST-style classifier, or a sequence task of recurrent DNI (sequence_experiment).
 TASKS = ("classify", "copy", "repeat_copy", "char_lm")
 # The flags that shape a sequence task's network and its checkpoint.
@@ -89,6 +90,13 @@ class Config:
     deterministic: bool = _field(False, "Seeded, deterministic TensorFlow ops "
                                         "(bit-identical reruns and resumes).")
     jit_compile: bool = _field(False, "Compile the training step with XLA.")
+    schedule: str = _field("sync", "sync: every module in lock-step in one step; pipelined: "
+                                   "stage k trains on the activation stage k-1 made one step "
+                                   "earlier (dni/cdni; --measure_every is ignored).",
+                           choices=SCHEDULES)
+    devices: List[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "Devices of the pipelined stages, e.g. /gpu:0,/gpu:1 (default: all visible, "
+                "stages spread evenly)."})
     plots: bool = _field(True, "Draw PNG plots into --model_dir at each evaluation.")
     task: str = _field("classify", "classify: the image classifier above; copy, repeat_copy, "
                                    "char_lm: an LSTM (--units) trained with truncated BPTT "
@@ -117,7 +125,8 @@ class Config:
         if self.task != "classify":
             return {name: getattr(self, name) for name in SEQUENCE_ARCHITECTURE}
         return {**{name: getattr(self, name) for name in ARCHITECTURE},
-                "update_prob<1": self.update_prob < 1.0}
+                "update_prob<1": self.update_prob < 1.0,
+                **({"schedule": self.schedule} if self.schedule != "sync" else {})}
 
     def decay_boundaries(self):
         return [int(step) for step in self.lr_decay_steps]
@@ -160,6 +169,16 @@ class Config:
             fail("lr_decay_steps", "must be a comma-separated list of step numbers.")
         if any(b <= 0 for b in boundaries) or boundaries != sorted(set(boundaries)):
             fail("lr_decay_steps", "steps must be positive and increasing.")
+        if self.schedule == "pipelined":
+            if self.mode == "backprop":
+                fail("schedule", "needs --mode=dni or cdni (backprop stages are not decoupled).")
+            for flag, default in (("sg_target", "bootstrap"), ("true_gradient_every", 0),
+                                  ("bp_lambda", 0.0)):
+                if getattr(self, flag) != default:
+                    fail(flag, "is not supported with --schedule=pipelined (it needs a true "
+                               "backward pass through every stage).")
+        elif self.devices:
+            fail("devices", "places the stages of --schedule=pipelined only.")
         if self.train_steps == 0 and not self.epochs > 0:
             fail("epochs", "must be > 0 when --train_steps is 0.")
         if self.task != "classify":

@@ -42,6 +42,7 @@ from sg_keras.job.config import ConfigError
 from sg_keras.job.data import DataError
 from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
+from sg_keras.pipeline import PipelinedTrainer
 from sg_keras.trainer import DNITrainer
 
 FIXED_EXAMPLES = 32   # test digits shown in predictions.png and gradients.png
@@ -64,7 +65,7 @@ def _learning_rate(base, config):
 
 
 def build_trainer(config, input_shape, num_classes=10):
-    """The model and `DNITrainer` that `config` describes."""
+    """The model and `DNITrainer` (or `PipelinedTrainer`) that `config` describes."""
     options = config.dni_options()
     model = networks.fcn(input_shape, config.num_layers, config.units, num_classes,
                          decoupled=options.mode.decoupled, context=options.mode.uses_context,
@@ -72,10 +73,14 @@ def build_trainer(config, input_shape, num_classes=10):
                          synthesizer_units=config.synth_units,
                          synthesizer_rank=config.synth_rank)
     sg_rate = config.sg_learning_rate or config.learning_rate
-    return DNITrainer(
-        model, optimizer=keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
-        sg_optimizer=keras.optimizers.Adam(_learning_rate(sg_rate, config)),
-        seed=config.seed, jit_compile=config.jit_compile, **options.as_dict())
+    optimizers = {"optimizer": keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
+                  "sg_optimizer": keras.optimizers.Adam(_learning_rate(sg_rate, config))}
+    if config.schedule == "pipelined":
+        return PipelinedTrainer(model, options.mode, **optimizers, update_prob=options.update_prob,
+                                sg_clip_norm=options.sg_clip_norm, devices=config.devices or None,
+                                seed=config.seed, jit_compile=config.jit_compile)
+    return DNITrainer(model, **optimizers, seed=config.seed, jit_compile=config.jit_compile,
+                      **options.as_dict())
 
 
 def _duration(seconds):

@@ -1,0 +1,232 @@
+"""Recurrent DNI: largest N solved on Copy / Repeat Copy per truncation T, and char-LM BPC.
+
+For every (task, T, method, seed) a small LSTM trains with the curriculum of
+`sg_keras.job.sequence_tasks` for a fixed number of sequences (`--steps`);
+the figure of merit is the largest `N` solved within that budget. Methods:
+truncated BPTT (no synthesizer), DNI (linear zero-init synthesizer of `(h, c)`),
+DNI + Aux. Each finished run is appended to `bench/results/rnn_runs.jsonl`,
+and a rerun skips the runs already there, so the bench can be run in parts
+(`--task`, `--truncation`, `--seeds`) and resumed. The char-LM part trains
+BPTT and DNI with the same T on a local text file and reports held-out bits
+per character and the step-time ratio DNI/BPTT.
+
+    nice -n 10 python bench/rnn.py --task copy --truncation 2 3 4
+    nice -n 10 python bench/rnn.py --task char_lm
+    python bench/rnn.py --table          # only rewrite the tables from the runs file
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402  (bench/common.py)
+
+RUNS_FILE = common.RESULTS / "rnn_runs.jsonl"
+METHODS = {"bptt": dict(synthesizer=None), "dni": dict(synthesizer="linear"),
+           "dni_aux": dict(synthesizer="linear", aux=True)}
+# Table 1 of Jaderberg et al. (2016), as recalled, NOT verified against the paper's
+# text here (no access to it from this machine): largest N solved per T.
+PAPER = {"copy": {"bptt": {2: 7, 3: 8, 4: 10, 5: 8}, "dni": {2: 16, 3: 14, 4: 18, 5: 18},
+                  "dni_aux": {2: 17, 3: 17, 4: 19, 5: 19}},
+         "repeat_copy": {"bptt": {2: 7, 3: 5, 4: 19, 5: 23}, "dni": {2: 39, 3: 33, 4: 39, 5: 59},
+                         "dni_aux": {2: 39, 3: 59, 4: 67, 5: 59}}}
+
+
+def _core(method, truncation, units, outputs, args, loss):
+    import keras
+
+    from sg_keras.recurrent import RecurrentDNI
+
+    sg_optimizer = keras.optimizers.Adam(args.sg_lr) if method != "bptt" else None
+    return RecurrentDNI(keras.layers.LSTMCell(units), keras.layers.Dense(outputs),
+                        truncation=truncation, loss=loss,
+                        optimizer=keras.optimizers.Adam(args.lr), sg_optimizer=sg_optimizer,
+                        **METHODS[method])
+
+
+def curriculum_run(task, truncation, method, seed, args):
+    """One curriculum run; returns its record (largest N solved, steps, wall time)."""
+    import keras
+    import numpy as np
+
+    from sg_keras.job import sequence_tasks as tasks
+    from sg_keras.recurrent import per_step_sigmoid_bits
+
+    keras.utils.set_random_seed(seed)
+    core = _core(method, truncation, args.units, tasks.output_features(task, args.bits),
+                 args, per_step_sigmoid_bits)
+    rng = np.random.default_rng(seed)
+    curriculum = tasks.Curriculum(threshold=args.threshold, window=args.window)
+    start, raised_at = time.perf_counter(), []
+    for step in range(args.steps):
+        x, y, w = tasks.task_batch(task, rng, args.batch, curriculum.level, args.bits,
+                                   args.max_repeats)
+        logs = core.train_sequence(x, y, w)
+        if curriculum.update(tasks.per_symbol_error(logs["loss"], w)):
+            raised_at.append(step + 1)
+    return {"task": task, "T": truncation, "method": method, "seed": seed,
+            "solved": curriculum.solved, "raised_at": raised_at, "steps": args.steps,
+            "wall_s": round(time.perf_counter() - start, 1), "units": args.units,
+            "bits": args.bits, "batch": args.batch, "lr": args.lr, "sg_lr": args.sg_lr,
+            "threshold": args.threshold, "window": args.window,
+            "max_repeats": args.max_repeats}
+
+
+def _done():
+    if not RUNS_FILE.is_file():
+        return []
+    return [json.loads(line) for line in RUNS_FILE.read_text().splitlines() if line.strip()]
+
+
+def _key(record):
+    return (record["task"], record["T"], record["method"], record["seed"], record["steps"],
+            record["units"])
+
+
+def curriculum_table(records):
+    rows = []
+    for task in ("copy", "repeat_copy"):
+        for t in sorted({r["T"] for r in records if r["task"] == task}):
+            row = {"task": task, "T": t}
+            for method in METHODS:
+                solved = [r["solved"] for r in sorted(records, key=lambda r: r["seed"])
+                          if (r["task"], r["T"], r["method"]) == (task, t, method)]
+                row[method] = "/".join(map(str, solved)) or None
+                row[f"paper {method}"] = PAPER[task][method].get(t)
+            by_seed = {}
+            for r in records:
+                if (r["task"], r["T"]) == (task, t):
+                    by_seed.setdefault(r["seed"], {})[r["method"]] = r["solved"]
+            full = [s for s in by_seed.values() if {"bptt", "dni"} <= set(s)]
+            row["DNI > BPTT (seeds)"] = (f"{sum(s['dni'] > s['bptt'] for s in full)}/{len(full)}"
+                                         if full else None)
+            rows.append(row)
+    return rows
+
+
+def write_curriculum(records, args):
+    columns = ["task", "T", *METHODS, "DNI > BPTT (seeds)", *(f"paper {m}" for m in METHODS)]
+    rows = curriculum_table(records)
+    budget = sorted({(r["steps"], r["units"], r["bits"], r["batch"], r["lr"], r["sg_lr"])
+                     for r in records})
+    notes = [f"Largest N solved per seed (seeds joined by '/'); budget (sequences, LSTM units, "
+             f"bits, batch, Adam lr core, synthesizer) = {budget}; curriculum: N += 1 when the mean per-symbol error of "
+             f"the last {args.window} training batches is below {args.threshold} bits.",
+             "Paper columns: Table 1 of Jaderberg et al. 2016 as recalled, NOT verified against "
+             "the paper's text (no access here); the paper trained far longer and larger.",
+             "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
+    common.write_results("rnn_curriculum", "Recurrent DNI: largest N solved (Copy, Repeat Copy)",
+                         columns, rows, notes=notes, runs=records)
+
+
+def char_lm(args):
+    """BPTT vs DNI on a local text: held-out bits per character and step times."""
+    import keras
+    import numpy as np
+
+    from sg_keras.job import sequence_tasks as tasks
+    from sg_keras.recurrent import per_step_softmax_bits
+
+    text = tasks.load_text(args.text_path)
+    split = int(0.9 * len(text.ids))
+    train, held_out = text.ids[:split], text.ids[split:]
+    depth = len(text.vocabulary)
+    rows = []
+    for method in ("bptt", "dni"):
+        for seed in args.seeds:
+            keras.utils.set_random_seed(seed)
+            core = _core(method, args.lm_truncation, args.lm_units, depth, args,
+                         per_step_softmax_bits)
+            batches = tasks.stream_batches(train, args.batch, args.lm_length)
+            state, times = None, []
+            for step in range(args.lm_steps):
+                ids, targets = next(batches)
+                ones = np.ones(ids.shape, "float32")
+                begin = time.perf_counter()
+                core.train_sequence(tasks.one_hot(ids, depth), targets, ones, state=state,
+                                    ends=False)
+                times.append(time.perf_counter() - begin)
+                state = core.last_state
+            bpc = held_out_bpc(core, held_out, depth, args)
+            rows.append({"method": method, "seed": seed, "T": args.lm_truncation,
+                         "held-out BPC": bpc, "median step ms": 1e3 * np.median(times[10:])})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def held_out_bpc(core, ids, depth, args):
+    import numpy as np
+
+    from sg_keras.recurrent import per_step_softmax_bits
+
+    from sg_keras.job import sequence_tasks as tasks
+
+    n = (len(ids) - 1) // args.lm_length
+    x = tasks.one_hot(ids[:n * args.lm_length].reshape(1, -1), depth)
+    y = ids[1:n * args.lm_length + 1].reshape(1, -1)
+    predictions, _ = core.predict_sequence(x)
+    bits = per_step_softmax_bits(y.reshape(-1), np.asarray(predictions).reshape(-1, depth))
+    return float(np.mean(bits))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", nargs="+", default=["copy", "repeat_copy"],
+                        choices=["copy", "repeat_copy", "char_lm"])
+    parser.add_argument("--truncation", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--method", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1200, help="sequences per curriculum run")
+    parser.add_argument("--units", type=int, default=64)
+    parser.add_argument("--bits", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam, core")
+    parser.add_argument("--sg_lr", type=float, default=3e-4, help="Adam, synthesizer")
+    parser.add_argument("--threshold", type=float, default=0.15)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--max_repeats", type=int, default=2)
+    parser.add_argument("--text_path", default=None, help="char LM text (default: a license "
+                        "text shipped with the installed TensorFlow package)")
+    parser.add_argument("--lm_truncation", type=int, default=3)
+    parser.add_argument("--lm_units", type=int, default=64)
+    parser.add_argument("--lm_length", type=int, default=30)
+    parser.add_argument("--lm_steps", type=int, default=300)
+    parser.add_argument("--table", action="store_true", help="only rewrite the tables")
+    args = parser.parse_args()
+    if not args.table:
+        done = {_key(r) for r in _done()}
+        for task in (t for t in args.task if t != "char_lm"):
+            for seed in args.seeds:
+                for truncation in args.truncation:
+                    for method in args.method:
+                        if (task, truncation, method, seed, args.steps, args.units) in done:
+                            continue
+                        record = curriculum_run(task, truncation, method, seed, args)
+                        print(json.dumps(record), flush=True)
+                        with RUNS_FILE.open("a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(record) + "\n")
+    if _done():
+        write_curriculum(_done(), args)
+    if "char_lm" in args.task and not args.table:
+        if args.text_path is None:
+            import tensorflow as tf
+            args.text_path = str(Path(tf.__file__).parent / "LICENSE")
+        rows = char_lm(args)
+        bptt = [r["median step ms"] for r in rows if r["method"] == "bptt"]
+        dni = [r["median step ms"] for r in rows if r["method"] == "dni"]
+        ratio = (sum(dni) / len(dni)) / (sum(bptt) / len(bptt))
+        common.write_results(
+            "rnn_char_lm", "Recurrent DNI: char-level LM, BPTT vs DNI, same T",
+            ["method", "seed", "T", "held-out BPC", "median step ms"], rows,
+            notes=[f"Text: {os.path.relpath(args.text_path, common.REPO)} (last 10 % held out); "
+                   f"LSTM {args.lm_units}, {args.batch} streams x {args.lm_length} characters, "
+                   f"{args.lm_steps} batches, Adam {args.lr}.",
+                   f"Step-time ratio DNI/BPTT (median per batch, same run): {ratio:.2f}."])
+
+
+if __name__ == "__main__":
+    main()

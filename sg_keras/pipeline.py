@@ -1,0 +1,275 @@
+"""`PipelinedTrainer`: decoupled stages that run concurrently on different batches (DESIGN §6.2).
+
+The model is cut into stages at its `DecoupledLayer`s (`placement.split_stages`).
+At step `t`, stage `k`
+
+* consumes the activation (and the labels) that stage `k−1` produced at step
+  `t−1` (stage 0 consumes the new batch), so stage `k` works on batch `t−k`;
+* computes its output `h_k` and, unless it is the last stage, `ĝ_k = M_k(h_k)`;
+  the last stage computes the true loss instead;
+* updates its weights with the VJP of `applied_gradient(ĝ_k, N)` (= `ĝ_k/N`,
+  `N` the batch), or of the loss for the last stage;
+* sends back `δ`, the gradient at its input, which is stage `k−1`'s
+  regression target one step late: stage `k−1` kept the activation it
+  predicted from (its in-flight output of step `t−1`), and regresses
+  `M_{k−1}` (at its current weights) on `regression_target(δ, N)` with the
+  gradient `synthesizer_output_gradient` through a VJP.
+
+Every stage reads only the state at the start of the step (the in-flight
+activations and labels, its own weights), so the stage computations of one
+step are independent and run concurrently when the stages sit on different
+devices (`devices=`). The first `K−1` steps fill the pipe: stage `k` starts at
+step `k`, and its synthesizer's first target arrives at step `k+1`. The maths
+is `sg_keras.dni_maths`; the pipeline does not use the gradient interception.
+
+The in-flight activations and labels are variables in `trainer.checkpoint`,
+with the weights, every optimizer, the step and the random state: a run
+restored mid-pipe continues bit-for-bit.
+
+Example:
+
+>>> trainer = PipelinedTrainer(model, mode="cdni",                  # doctest: +SKIP
+...                            optimizer=keras.optimizers.Adam(1e-4),
+...                            devices=["/gpu:0", "/gpu:1", "/gpu:2"])
+>>> logs = trainer.train_step(x, y)                                  # doctest: +SKIP
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sg_keras import dni_maths
+from sg_keras.engine import _module_optimizer, clone_optimizer
+from sg_keras.metrics import sparse_accuracy
+from sg_keras.model_parts import context_dim_of, label_context
+from sg_keras.options import DNIOptions, Mode
+from sg_keras.placement import split_stages, stage_devices
+from sg_keras.trainer import DNITrainer
+from sg_keras.validation import ArgumentError
+
+
+class _Pipe(tf.Module):
+    """The in-flight state: per boundary, the activation and the labels travelling with it.
+
+    Labels of any dtype and shape (class indices, one-hot rows, regression
+    targets) are held as float64, which represents int32 and float32 values
+    exactly, so the variables exist before the first batch and a checkpoint
+    restores them at once.
+    """
+
+    def __init__(self, shapes):
+        super().__init__(name="pipe")
+        self.activations = [tf.Variable(tf.zeros([0, *shape]), shape=tf.TensorShape([None, *shape]),
+                                        trainable=False, name=f"activation{k}")
+                            for k, shape in enumerate(shapes)]
+        self.labels = [tf.Variable(tf.zeros([0], tf.float64), shape=tf.TensorShape(None),
+                                   trainable=False, name=f"labels{k}")
+                       for k in range(len(shapes))]
+
+    def read_labels(self, like):
+        """The in-flight labels, with the dtype and shape of the batch's labels `like`."""
+        return [tf.reshape(tf.cast(v, like.dtype), [-1, *like.shape[1:]]) for v in self.labels]
+
+    def write(self, activations, labels):
+        for variable, value in zip(self.activations, activations):
+            variable.assign(value)
+        for variable, value in zip(self.labels, labels):
+            variable.assign(tf.cast(value, tf.float64))
+
+
+class PipelinedTrainer:
+    """Trains a decoupled Sequential chain with the pipelined schedule.
+
+    Args:
+        model: a built `keras.Sequential` whose top-level `DecoupledLayer`s cut
+            it into stages (see `placement.split_stages` for what is not
+            supported).
+        mode: "dni" or "cdni" (the labels travel down the pipe with the
+            activations and are the context of every synthesizer).
+        loss: Keras loss returning the batch mean. Default: sparse categorical
+            cross-entropy on logits.
+        optimizer: the network's optimizer; each stage gets its own copy whose
+            learning rate is always this one's current value (a schedule
+            follows the training step). Default: Adam(1e-3).
+        sg_optimizer: the synthesizers' optimizer; each stage gets its own
+            copy. Default: a copy of `optimizer`'s configuration.
+        update_prob: probability in (0, 1] that a decoupled stage updates its
+            weights at a step (drawn per stage per step from `seed`; the last
+            stage and the synthesizers always update).
+        sg_clip_norm: per-example L2 bound of the applied `ĝ`, or None.
+        devices: device names; the stages are spread evenly over them
+            (`placement.stage_devices`). None: every visible device.
+        seed: seed of the `update_prob` draws.
+        jit_compile: compile the step with XLA.
+
+    `train_step(x, y)` returns scalar tensors: `loss` and `accuracy` of the
+    last stage (on the batch of `K−1` steps ago; NaN while the pipe fills;
+    accuracy only for integer class labels),
+    `sg_loss/LAYER` (NaN until that synthesizer's first target arrives) and
+    `updated/LAYER` when `update_prob < 1`. `evaluate` is `DNITrainer`'s.
+    Not supported (they need a true backward pass through every stage):
+    `sg_target="true"`, `true_gradient_every`, `measure_every`, `bp_lambda`;
+    model regularisation losses are not added; there is no NaN/Inf guard.
+    """
+
+    def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
+                 update_prob=1.0, sg_clip_norm=None, devices=None, seed=0, jit_compile=False):
+        self.options = DNIOptions(mode, update_prob=update_prob, sg_clip_norm=sg_clip_norm)
+        if self.options.mode is Mode.BACKPROP:
+            raise ArgumentError("mode", "must be 'dni' or 'cdni' for a pipeline: backprop "
+                                        "stages would wait for the whole backward pass.")
+        if not isinstance(model, keras.Model) or not model.built:
+            raise ArgumentError("model", "must be a built keras.Model.")
+        self.model, self.mode = model, self.options.mode
+        self.stages = split_stages(model)
+        boundaries = [stage.boundary for stage in self.stages[:-1]]
+        self.options.check_layers(boundaries, context_dim_of(model))
+        self.context_dim = context_dim_of(model)
+        self.devices = stage_devices(len(self.stages), devices)
+        for stage, device in zip(self.stages, self.devices):
+            stage.device = device
+        self.loss = keras.losses.get(loss) if loss is not None else (
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self.optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
+        self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
+                             else clone_optimizer(self.optimizer))
+        self.stage_optimizers, self.synthesizer_optimizers = [], []
+        for stage in self.stages:
+            with tf.device(stage.device):
+                optimizer = _module_optimizer(self.optimizer)
+                optimizer.build(stage.network_variables)
+                self.stage_optimizers.append(optimizer)
+                if stage.boundary is not None:
+                    sg_optimizer = _module_optimizer(self.sg_optimizer)
+                    sg_optimizer.build(stage.synthesizer_variables)
+                    self.synthesizer_optimizers.append(sg_optimizer)
+        self._shapes = [tuple(b.output.shape[1:]) for b in boundaries]
+        self.pipe = _Pipe(self._shapes)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.rng = tf.random.Generator.from_seed(int(seed))
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
+            stage_optimizers=self.stage_optimizers,
+            synthesizer_optimizers=self.synthesizer_optimizers, pipe=self.pipe, step=self.step,
+            rng=self.rng)
+        self._train = tf.function(self._train_batch, jit_compile=bool(jit_compile),
+                                  reduce_retracing=True)
+        self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
+
+    @property
+    def num_stages(self):
+        return len(self.stages)
+
+    def _context(self, labels):
+        return label_context(labels, self.context_dim) if self.mode.uses_context else None
+
+    def _run_stage(self, k, inputs, labels, update):
+        """Stage k on one batch: forward, ĝ (or the loss), update.
+
+        Returns `(h, δ at the stage's input or None for stage 0, (loss, accuracy))`.
+        """
+        stage = self.stages[k]
+        variables = stage.network_variables
+        with tf.GradientTape() as tape:
+            if k > 0:
+                tape.watch(inputs)
+            h = stage.forward(inputs)
+            if stage.boundary is None:
+                loss = self.loss(labels, h)
+        normaliser = dni_maths.local_batch(inputs)
+        if stage.boundary is None:
+            accuracy = (sparse_accuracy(labels, h) if labels.dtype.is_integer
+                        else tf.constant(np.nan, tf.float32))
+            seed, target, metrics = None, loss, (loss, accuracy)
+        else:
+            synthetic = tf.stop_gradient(stage.boundary.synthetic_gradient(
+                h, self._context(labels), training=True))
+            seed = dni_maths.applied_gradient(synthetic, None, normaliser,
+                                              clip_norm=self.options.sg_clip_norm)
+            target, metrics = h, (np.nan, np.nan)
+        sources = variables + ([inputs] if k > 0 else [])
+        gradients = tape.gradient(target, sources, output_gradients=seed)
+
+        def apply():
+            self.stage_optimizers[k].apply(gradients[:len(variables)], variables)
+            return tf.constant(True)
+
+        tf.cond(update, apply, lambda: tf.constant(False))
+        return h, (gradients[-1] if k > 0 else None), metrics
+
+    def _regress_synthesizer(self, k, kept, labels, arriving):
+        """Trains stage k's synthesizer on its kept activation and the target that arrived."""
+        stage = self.stages[k]
+        variables = stage.synthesizer_variables
+        normaliser = dni_maths.local_batch(kept)
+        with tf.GradientTape() as tape:
+            synthetic = stage.boundary.synthetic_gradient(kept, self._context(labels),
+                                                          training=True)
+        target = dni_maths.regression_target(arriving, normaliser)
+        gradients = tape.gradient(synthetic, variables, output_gradients=(
+            dni_maths.synthesizer_output_gradient(synthetic, target, normaliser)))
+        self.synthesizer_optimizers[k].apply(gradients, variables)
+        return dni_maths.synthesizer_loss(synthetic, target, normaliser)
+
+    def _train_batch(self, x, y):
+        count = self.num_stages
+        kept = [tf.identity(v) for v in self.pipe.activations]
+        kept_labels = self.pipe.read_labels(y)
+        inputs, labels = [x] + kept, [y] + kept_labels
+        active = [self.step >= k for k in range(count)]
+        updates = list(active)
+        if self.options.update_prob < 1.0:
+            draws = self.rng.uniform([count - 1]) < self.options.update_prob
+            updates[:-1] = [active[k] & draws[k] for k in range(count - 1)]
+        outputs, sent_back = [None] * count, [None] * count
+        logs = {}
+        for k in reversed(range(count)):
+            with tf.device(self.stages[k].device):
+                def run(k=k):
+                    h, arriving, metrics = self._run_stage(k, inputs[k], labels[k], updates[k])
+                    return (h if k < count - 1 else tf.zeros([0]),
+                            tf.zeros([0]) if arriving is None else arriving, *metrics)
+
+                def idle(k=k):
+                    return (tf.zeros([0, *self._shapes[k]]) if k < count - 1 else tf.zeros([0]),
+                            tf.zeros([0]), np.nan, np.nan)
+
+                outputs[k], sent_back[k], loss, accuracy = tf.cond(active[k], run, idle)
+                if k == count - 1:
+                    logs["loss"], logs["accuracy"] = loss, accuracy
+        for k in range(count - 1):
+            with tf.device(self.stages[k].device):
+                name = self.stages[k].boundary.name
+                logs[f"sg_loss/{name}"] = tf.cond(
+                    active[k + 1],
+                    lambda k=k: self._regress_synthesizer(k, kept[k], kept_labels[k],
+                                                          sent_back[k + 1]),
+                    lambda: tf.constant(np.nan, tf.float32))
+                if self.options.update_prob < 1.0:
+                    logs[f"updated/{name}"] = tf.cast(updates[k], tf.float32)
+        self.pipe.write(outputs[:-1], labels[:-1])
+        self.optimizer.iterations.assign_add(1)
+        self.sg_optimizer.iterations.assign_add(1)
+        self.step.assign_add(1)
+        return logs
+
+    def train_step(self, x, y):
+        """Runs one pipelined step on a new batch; returns a dict of scalar tensors."""
+        return self._train(x, y)
+
+    def inspect(self, x, y):
+        """`{}`: the pipeline makes no true backward pass to compare `ĝ` with."""
+        del x, y
+        return {}
+
+    def nonfinite_variables(self):
+        """Paths of the weights, in-flight activations and optimizer variables holding NaN/Inf."""
+        optimizers = [self.optimizer, self.sg_optimizer, *self.stage_optimizers,
+                      *self.synthesizer_optimizers]
+        variables = self.model.variables + [v for o in optimizers for v in o.variables]
+        paths = [v.path for v in variables
+                 if "float" in str(v.dtype) and not np.isfinite(v.numpy()).all()]
+        return paths + [v.name for v in self.pipe.activations if not np.isfinite(v.numpy()).all()]
+
+    _evaluate_batch = DNITrainer._evaluate_batch
+    evaluate = DNITrainer.evaluate
