@@ -244,6 +244,9 @@ def run(config):
 
     Ctrl-C or SIGTERM saves a checkpoint at the current step before stopping.
     """
+    if config.task != "classify":   # Copy, Repeat Copy, char LM: recurrent DNI
+        from sg_keras.job import sequence_experiment
+        return sequence_experiment.run(config)
     started = time.perf_counter()
     job = _Run(config)
     job.run_dir.write_file("flags.json", config.to_json())
