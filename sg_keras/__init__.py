@@ -17,10 +17,11 @@ from sg_keras.layers import DecoupledLayer
 from sg_keras.options import DNIOptions, Mode, OnNonFinite, SGTarget
 from sg_keras.pipeline import PipelinedTrainer
 from sg_keras.placement import split_stages, stage_devices
+from sg_keras.recurrent import RecurrentDNI
 from sg_keras.trainer import DNITrainer
 
 __all__ = ["DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer", "FunctionalDNIModel",
            "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite", "PipelinedTrainer", "SGTarget",
-           "StepEngine", "dni_maths", "split_stages", "stage_devices",
+           "RecurrentDNI", "StepEngine", "dni_maths", "split_stages", "stage_devices",
            "synthesizers"]
 __version__ = "0.2.0"
