@@ -54,8 +54,8 @@ def main(argv):
         experiment.run(config_lib.config_from_flags())
     except experiment.EXPECTED_ERRORS as error:
         _fail(error)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as error:   # a checkpoint was saved: 130 for Ctrl-C, 143 for SIGTERM
+        sys.exit(getattr(error, "exit_status", 130))
 
 
 if __name__ == "__main__":

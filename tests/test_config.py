@@ -1,6 +1,7 @@
 """Config: flags generated from the dataclass, validation naming the flag."""
 
 import dataclasses
+import json
 
 import pytest
 from absl import flags
@@ -52,3 +53,8 @@ def test_architecture_holds_what_the_checkpoint_depends_on():
     arch = Config(mode="dni", update_prob=0.5).architecture()
     assert arch == {"mode": "dni", "num_layers": 3, "units": 256, "synth_layers": 0,
                     "synth_units": 1024, "synth_rank": None, "update_prob<1": True}
+
+
+def test_json_holds_the_decay_steps_as_numbers():
+    record = json.loads(Config(model_dir="/tmp/x", lr_decay_steps=["300", "400"]).to_json())
+    assert record["lr_decay_steps"] == [300, 400] and record["model_dir"] == "/tmp/x"

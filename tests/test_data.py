@@ -1,5 +1,6 @@
 """Data loading: the checked .npz route, the offline TFDS failure and the pipelines."""
 
+import socket
 import time
 
 import numpy as np
@@ -29,7 +30,10 @@ def test_load_npz_reads_the_keras_layout(tmp_path):
     (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "dtype float32; expected uint8"),
     (lambda a: a.update(x_train=a["x_train"][:, 0]), "shape \\(20, 28\\)"),
     (lambda a: a.update(y_train=a["y_train"][:5]), "labels have shape \\(5,\\)"),
-    (lambda a: a.update(y_train=a["y_train"] + 5), "labels span 5..14; expected 0..9"),
+    (lambda a: a.update(y_train=a["y_train"] + 5),
+     "train labels span 5..14 but classes 0, 1, 2, 3, 4 never occur"),
+    (lambda a: a.update(y_test=a["y_test"] + 5), "test labels span 5..12; expected 0..9"),
+    (lambda a: a.update(y_train=np.zeros(20, np.uint8)), "expected every class 0..K-1 \\(K >= 2\\)"),
     (lambda a: a.update(y_test=a["y_test"].astype(np.float32)), "labels have dtype float32"),
     (lambda a: a.update(x_test=np.zeros((8, 14, 14), np.uint8), y_test=np.zeros(8, np.uint8)),
      "differ in shape"),
@@ -39,6 +43,19 @@ def test_malformed_npz_is_rejected_with_the_reason(tmp_path, change, message):
     change(arrays)
     with pytest.raises(data.DataError, match=message):
         data.load_npz(write_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_npz_of_colour_images_and_keras_cifar_labels(tmp_path):
+    """Shapes and the class count come from the file; (N, 1) labels as Keras' cifar10 gives them."""
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.integers(0, 256, (12, 32, 32, 3)).astype(np.uint8),
+              "y_train": (np.arange(12) % 3).reshape(12, 1).astype(np.uint8),
+              "x_test": rng.integers(0, 256, (5, 32, 32, 3)).astype(np.uint8),
+              "y_test": np.array([[0], [2], [1], [1], [0]], np.uint8)}
+    train, test = data.load_npz(write_npz(tmp_path / "rgb.npz", **arrays))
+    assert train.x.shape == (12, 32, 32, 3) and (train.num_classes, test.num_classes) == (3, 3)
+    np.testing.assert_array_equal(test.y, [0, 2, 1, 1, 0])
+    assert test.y.dtype == np.int64
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip file at all", None])
@@ -63,6 +80,37 @@ def test_unreachable_tfds_download_fails_fast_naming_data_path(tmp_path, monkeyp
     with pytest.raises(data.DataError, match="--data_path"):
         data.load_tfds("mnist", data_dir=str(tmp_path))
     assert time.monotonic() - started < 30
+
+
+@pytest.fixture
+def reachable_download(monkeypatch):
+    """Points the download probe at a listening local port: TFDS may 'download'."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv(data.DOWNLOAD_PROBE_ENV, f"127.0.0.1:{server.getsockname()[1]}")
+        yield
+
+
+@pytest.mark.parametrize("name, shape, classes", [
+    ("mnist", (28, 28), 10), ("fashion_mnist", (28, 28), 10), ("kmnist", (28, 28), 10),
+    ("cifar10", (32, 32, 3), 10)])
+def test_tfds_datasets_give_their_shape_and_classes(tmp_path, reachable_download, name, shape,
+                                                    classes):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=7, policy=tfds.testing.MockPolicy.USE_CODE):
+        train, test = data.load_tfds(name, data_dir=str(tmp_path))
+    assert train.x.shape == (7, *shape) and test.x.shape == (7, *shape)
+    assert train.x.dtype == np.uint8 and train.y.dtype == np.int64
+    assert train.num_classes == test.num_classes == classes
+    assert 0 <= train.y.min() and train.y.max() < classes
+
+
+def test_tfds_dataset_that_is_not_image_classification_is_refused(tmp_path, reachable_download):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        with pytest.raises(data.DataError, match="'imdb_reviews' is not an image-classification"):
+            data.load_tfds("imdb_reviews", data_dir=str(tmp_path))
 
 
 def test_train_batches_are_seeded_scaled_and_resumable():
@@ -98,4 +146,5 @@ def test_eval_batches_cover_the_split_in_order():
 def test_real_mnist_file_loads(mnist_path):
     train, test = data.load_npz(mnist_path)
     assert (len(train), len(test)) == (60000, 10000)
+    assert train.x.shape[1:] == (28, 28) and train.num_classes == 10
     assert np.bincount(test.y).tolist()[:3] == [980, 1135, 1032]

@@ -1,13 +1,18 @@
 """The training job end to end on a few hundred examples: outputs, resume, plots."""
 
 import glob
+import hashlib
+import json
 import os
+import re
+import signal
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO, write_npz
 from sg_keras.job import data, experiment
 from sg_keras.job.config import Config
 from sg_keras.job.history import MetricsLog
@@ -20,12 +25,22 @@ def tiny(model_dir, data_path, **changes):
     return Config(**{**settings, **changes})
 
 
-def event_tags(directory):
-    tags = set()
+def events(directory):
+    """`(tag, step)` of every summary value in a TensorBoard directory."""
+    found = []
     for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
+            found += [(value.tag, event.step) for value in event.summary.value]
+    return found
+
+
+def event_tags(directory):
+    return {tag for tag, _ in events(directory)}
+
+
+def fingerprint(directory):
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,12 @@ def test_run_writes_checkpoints_events_metrics_plots_and_model(finished_run, sma
         assert tf.image.decode_png((model_dir / f"{name}.png").read_bytes()).shape[0] > 100
     log = MetricsLog(model_dir / "metrics.jsonl", resume_step=10**9)
     assert log.series("loss", "eval")[0] == [12, 24]
-    assert log.series("cosine/dni1")[0] == [1, 7, 13, 19]
+    # measured at steps 1, 7, 13, 19; each logged with its log interval, as the loss is
+    assert log.series("cosine/dni1")[0] == [4, 8, 16, 20]
     assert log.series("loss")[0] == [4, 8, 12, 16, 20, 24]
+    train_events = events(model_dir / "train")
+    assert sorted(s for t, s in train_events if t == "cosine/dni1") == [4, 8, 16, 20]
+    assert sorted(s for t, s in train_events if t == "loss") == [4, 8, 12, 16, 20, 24]
     steps, accuracy = log.series("accuracy", "eval")
     assert accuracy[-1] == pytest.approx(summary["test_accuracy"])
     model = keras.models.load_model(model_dir / "model.keras")
@@ -62,6 +81,31 @@ def test_run_writes_checkpoints_events_metrics_plots_and_model(finished_run, sma
         x = arrays["x_test"].astype("float32") / 255.0
         predicted = np.argmax(model.predict(x, verbose=0), 1)
         assert np.mean(predicted == arrays["y_test"]) == pytest.approx(summary["test_accuracy"])
+
+
+def readme_snippet(name):
+    """The README's Python block that follows the marker `<!-- name -->`."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    return re.search(rf"<!-- {name} -->\s*```python\n(.*?)```", readme, re.S).group(1)
+
+
+def test_readme_load_and_predict_snippet(finished_run, small_npz, capsys):
+    model_dir, summary = finished_run
+    code = (readme_snippet("load-and-predict")
+            .replace("runs/mnist_cdni/model.keras", str(model_dir / "model.keras"))
+            .replace("../shared/data/mnist.npz", str(small_npz)))
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == f"test accuracy {summary['test_accuracy']:.4f}\n"
+
+
+def test_rerun_of_a_finished_run_changes_nothing(finished_run, small_npz, capsys):
+    model_dir, first = finished_run
+    before = fingerprint(model_dir)
+    summary = experiment.run(tiny(model_dir, small_npz))
+    assert fingerprint(model_dir) == before
+    assert summary["complete"] and summary["step"] == 24
+    assert summary["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert capsys.readouterr().out.startswith(f"run complete at step 24 in {model_dir}")
 
 
 def test_rerun_resumes_from_the_saved_step(finished_run, small_npz, capsys):
@@ -84,6 +128,7 @@ def test_backprop_run_has_no_synthesizer_outputs(tmp_path, small_npz):
 def test_learning_rate_decays_at_the_given_steps(tmp_path, small_npz):
     experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=12, log_every=2,
                         lr_decay_steps=["5", "9"], learning_rate=0.01, plots=False))
+    assert json.loads((tmp_path / "flags.json").read_text())["lr_decay_steps"] == [5, 9]
     log = MetricsLog(tmp_path / "metrics.jsonl", resume_step=10**9)
     steps, rates = log.series("learning_rate/network")
     assert dict(zip(steps, np.round(rates, 6))) == {2: 0.01, 4: 0.01, 6: 0.001, 8: 0.001,
@@ -118,3 +163,46 @@ def test_stop_mode_names_the_step_and_saves_nothing_after(tmp_path, small_npz, m
                        r"gradient of dni1.*the last checkpoint \(.*ckpt-12\) is intact"):
         experiment.run(tiny(tmp_path, small_npz, plots=False))
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == ["ckpt-12.index"]
+
+
+def test_colour_images_and_class_count_come_from_the_data(tmp_path):
+    """A CIFAR-shaped file with 3 classes: the network takes 32x32x3 and has 3 logits."""
+    rng = np.random.default_rng(0)
+    path = write_npz(tmp_path / "rgb.npz",
+                     x_train=rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8),
+                     y_train=(np.arange(64) % 3).astype(np.uint8),
+                     x_test=rng.integers(0, 256, (20, 32, 32, 3)).astype(np.uint8),
+                     y_test=(np.arange(20) % 3).astype(np.uint8))
+    summary = experiment.run(tiny(tmp_path / "run", path, train_steps=4, plots=False))
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 3)
+    with np.load(path) as arrays:
+        predicted = np.argmax(model.predict(arrays["x_test"] / 255.0, verbose=0), 1)
+        assert np.mean(predicted == arrays["y_test"]) == pytest.approx(summary["test_accuracy"])
+
+
+def signalling_batches(signum, after):
+    """`data.train_batches` that sends this process `signum` once `after` batches are out."""
+    original = data.train_batches
+
+    def batches(split, batch_size, seed, start_step=0):
+        for index, batch in enumerate(original(split, batch_size, seed, start_step)):
+            if index == after:
+                os.kill(os.getpid(), signum)
+            yield batch
+
+    return batches
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_gives_the_exit_status(tmp_path, small_npz, monkeypatch,
+                                                             capsys, signum, status):
+    monkeypatch.setattr(data, "train_batches", signalling_batches(signum, after=5))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(experiment.Interrupted) as stopped:
+        experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=50, plots=False))
+    assert stopped.value.exit_status == status
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index"))
+    assert saved == ["ckpt-5.index"]   # the five steps trained before the signal
+    assert "interrupted: saved" in capsys.readouterr().out
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers

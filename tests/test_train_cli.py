@@ -1,7 +1,9 @@
 """train.py as a user runs it: a flagfile run, and every bad-flag case."""
 
+import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ import time
 import pytest
 
 from conftest import REPO
+from sg_keras.job import experiment
 
 
 def train(*args, env=None, timeout=300):
@@ -27,6 +30,8 @@ def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"starting a new run in {tmp_path}"
+    assert lines[1] == ("20 steps to go of 20 (2 epochs of batch 64); speed and time left are "
+                        "printed every 5 steps")
     progress = r"step +5/20 \(25%\) \| loss [\d.]+ \| acc +[\d.]+% \| [\d.]+ steps/s \| ETA \d"
     assert any(re.match(progress, line) for line in lines), result.stdout
     assert lines[-2].startswith("done: step 20/20 in ") and "test accuracy" in lines[-2]
@@ -66,3 +71,22 @@ def test_unreachable_tfds_download_fails_within_seconds(tmp_path):
     assert result.returncode == 1
     assert "cannot be reached" in result.stderr and "--data_path" in result.stderr
     assert time.monotonic() - started < 60   # TensorFlow's import is most of it
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_exit_status_after_a_signal(monkeypatch, signum, status):
+    """train.py exits 128 + the signal number once `run` has saved a checkpoint and stopped."""
+    spec = importlib.util.spec_from_file_location("train_main", REPO / "train.py")
+    if "train_main" not in sys.modules:   # defines the flags once per process
+        sys.modules["train_main"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["train_main"])
+    train_main = sys.modules["train_main"]
+
+    def interrupted(config):
+        raise experiment.Interrupted(signum)
+
+    monkeypatch.setattr(train_main.config_lib, "config_from_flags", lambda: None)
+    monkeypatch.setattr(train_main.experiment, "run", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        train_main.main(["train.py"])
+    assert exited.value.code == status

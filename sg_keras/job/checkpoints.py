@@ -4,12 +4,15 @@
 that already holds a run must hold one of the same architecture (recorded in
 `run_config.json`), or the run stops before touching anything.
 
-`Checkpoints` wraps `tf.train.CheckpointManager`: `restore_latest()` restores
-every object of the latest checkpoint or raises `CheckpointError` (corrupt
-files, another architecture or mode) without deleting or writing anything;
-`save()` writes a new checkpoint. TensorFlow writes the data files first and
-then swaps the small `checkpoint` index file, so a run killed while saving
-keeps the previous checkpoint.
+`Checkpoints` wraps `tf.train.CheckpointManager`. `restore_latest()` reads
+every tensor of the newest checkpoint back (checking its checksums) before
+restoring it; a corrupt one is skipped for the newest intact one, moved into
+`checkpoints/corrupt/` (never deleted or written over) and listed in
+`skipped` with the reason. When none is intact, or one belongs to another
+architecture or mode, it raises `CheckpointError` without deleting or writing
+anything. `save()` writes a new checkpoint. TensorFlow writes the data files
+first and then swaps the small `checkpoint` index file, so a run killed while
+saving keeps the previous checkpoint.
 
 Example:
 
@@ -17,11 +20,13 @@ Example:
 >>> checkpoints = Checkpoints(run_dir.checkpoint_dir, trainer.checkpoint,  # doctest: +SKIP
 ...                           trainer.step, keep=3)
 >>> checkpoints.restore_latest()          # path of the restored checkpoint, or None  # doctest: +SKIP
+>>> checkpoints.skipped                   # [(path, why)] of corrupt newer ones  # doctest: +SKIP
 """
 
 import glob
 import json
 import os
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -29,11 +34,23 @@ from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
 
 RUN_CONFIG = "run_config.json"
+CORRUPT = "corrupt"   # where skipped checkpoints are moved, below the checkpoint directory
 
 
 def _brief(error, limit=300):
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _problem(path):
+    """Why the checkpoint `path` cannot be read back, or None when every tensor reads intact."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)   # checks the stored checksum
+    except Exception as error:  # any failure to read it back makes it unusable
+        return f"{type(error).__name__}: {_brief(error, 160)}"
+    return None
 
 
 class CheckpointError(RuntimeError):
@@ -110,6 +127,8 @@ class Checkpoints:
         keep: how many checkpoints to keep.
     """
 
+    skipped = ()   # (path, why) of the corrupt checkpoints the last restore skipped
+
     def __init__(self, directory, checkpoint, step, keep):
         self.directory = directory
         self.checkpoint = checkpoint
@@ -152,16 +171,36 @@ class Checkpoints:
         return self.manager.latest_checkpoint
 
     def restore_latest(self):
-        """Restores the latest checkpoint; returns its path, or None if there is none.
+        """Restores the newest intact checkpoint; returns its path, or None if there is none.
 
-        A complete checkpoint whose save was interrupted before the index file
-        recorded it is restored too, and then recorded.
+        Newer corrupt checkpoints are moved into `corrupt/` and listed in
+        `self.skipped` as `(path, why)`. A complete checkpoint whose save was
+        interrupted before the index file recorded it is restored too, and
+        then recorded.
         """
-        path = self.manager.latest_checkpoint
-        unrecorded = path is None and self._unrecorded()
-        path = path or unrecorded
-        if not path:
-            return None
+        self.skipped = []
+        recorded = self.manager.checkpoints
+        unrecorded = None if recorded else self._unrecorded()
+        candidates = recorded[::-1] if recorded else [unrecorded] if unrecorded else []
+        for path in candidates:
+            problem = _problem(path)
+            if problem is None:
+                break
+            self.skipped.append((path, problem))
+        else:
+            if not candidates:
+                return None
+            raise CheckpointError(self._damaged("; ".join(
+                f"{path} is corrupt ({why})" for path, why in self.skipped) + " (none is intact)"))
+        self._restore(path)
+        if self.skipped or not recorded:
+            self._set_aside([skipped for skipped, _ in self.skipped])
+            intact = [kept for kept in recorded if kept not in dict(self.skipped)] or [path]
+            self._record(intact)
+            self.manager = self._manager()
+        return path
+
+    def _restore(self, path):
         try:
             status = self.checkpoint.restore(path)
             status.assert_consumed()
@@ -171,12 +210,29 @@ class Checkpoints:
                 f"{path} belongs to another architecture or mode ({_brief(error)})")) from error
         except Exception as error:  # any failure to read it back means it cannot be used
             raise CheckpointError(self._damaged(
-                f"{path} is corrupt or does not match this model ({type(error).__name__}: "
+                f"{path} does not match this model ({type(error).__name__}: "
                 f"{_brief(error)})")) from error
-        if unrecorded:
-            tf.compat.v1.train.update_checkpoint_state(self.directory, path)
-            self.manager = self._manager()
-        return path
+
+    def _record(self, paths):
+        """Rewrites the `checkpoint` index file to list `paths`, the last as the latest."""
+        names = [json.dumps(os.path.basename(path)) for path in paths]
+        text = "".join([f"model_checkpoint_path: {names[-1]}\n",
+                        *(f"all_model_checkpoint_paths: {name}\n" for name in names)])
+        state = os.path.join(self.directory, "checkpoint")
+        with open(state + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(state + ".tmp", state)
+
+    def _set_aside(self, paths):
+        """Moves the files of corrupt checkpoints into `corrupt/`, where no save reaches them."""
+        for path in paths:
+            target = os.path.join(self.directory, CORRUPT)
+            os.makedirs(target, exist_ok=True)
+            for file in glob.glob(glob.escape(path) + ".*"):
+                destination = os.path.join(target, os.path.basename(file))
+                if os.path.exists(destination):   # set aside before: keep both
+                    destination += f".{len(os.listdir(target))}"
+                shutil.move(file, destination)
 
     def save(self):
         """Writes a checkpoint numbered by the step (`ckpt-STEP`); returns its path."""

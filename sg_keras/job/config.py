@@ -83,9 +83,12 @@ class Config:
                                      "(0 = never).")
     checkpoint_every: int = _field(1000, "Save a checkpoint every N steps (and at the end).")
     keep_checkpoints: int = _field(3, "Checkpoints to keep.")
-    dataset: str = _field("mnist", "TFDS dataset name.")
+    dataset: str = _field("mnist", "TFDS image-classification dataset, e.g. mnist, fashion_mnist, "
+                                   "kmnist, cifar10 (input shape and classes from its info).")
     data_dir: Optional[str] = _field(None, "TFDS data directory.")
-    data_path: Optional[str] = _field(None, "Local Keras-layout mnist.npz: the offline route.")
+    data_path: Optional[str] = _field(None, "Local .npz in Keras' mnist.npz layout (x_train, "
+                                            "y_train, x_test, y_test) of any image dataset: the "
+                                            "offline route; shapes and classes read from it.")
     seed: int = _field(0, "Random seed (initialisation, data order, update draws).")
     deterministic: bool = _field(False, "Seeded, deterministic TensorFlow ops "
                                         "(bit-identical reruns and resumes).")
@@ -202,7 +205,9 @@ class Config:
             fail("curriculum_threshold", "must be > 0.")
 
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The settings as JSON (`lr_decay_steps` as numbers) for `flags.json`."""
+        return json.dumps({**dataclasses.asdict(self), "lr_decay_steps": self.decay_boundaries()},
+                          indent=2, sort_keys=True)
 
 
 def define_flags(flag_values=flags.FLAGS):

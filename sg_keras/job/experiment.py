@@ -1,21 +1,26 @@
 """The training job behind `train.py`: data, model, loop, checkpoints, logs, plots.
 
-`run(config)` trains the paper's MNIST FCN with backprop, DNI or cDNI and
-writes everything into `config.model_dir`:
+`run(config)` trains the paper's FCN with backprop, DNI or cDNI on an image
+dataset (input shape and number of classes from the data) and writes
+everything into `config.model_dir`:
 
     checkpoints/        tf.train.CheckpointManager (model, synthesizers, both
                         optimizers, step = data position, random state)
     train/, eval/       TensorBoard event files
     metrics.jsonl       every logged metric (the plots are drawn from it)
     *.png               loss.png, cosine.png, gradients.png, predictions.png
-    model.keras         the trained model (written at the end)
+    model.keras         the trained model (written at the end): takes images
+                        as the data holds them (e.g. 28x28) scaled to [0, 1]
     run_config.json     the architecture this directory holds
     flags.json          the flags of the latest run
 
-Re-running with the same `model_dir` resumes from the latest checkpoint. Bad
-settings, data or checkpoints raise `ConfigError`, `DataError` or
+Re-running with the same `model_dir` resumes from the newest intact
+checkpoint (a corrupt newer one is skipped with a warning). Re-running a
+finished run changes nothing and says so, unless more steps are asked for.
+Bad settings, data or checkpoints raise `ConfigError`, `DataError` or
 `CheckpointError` before anything is written over; NaN/Inf raises `RunError`
-with the last good checkpoint untouched.
+with the last good checkpoint untouched. SIGTERM and Ctrl-C save a checkpoint
+and raise `Interrupted`, whose `exit_status` is 143 or 130.
 
 Example:
 
@@ -28,6 +33,7 @@ Example:
 import datetime
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -42,14 +48,23 @@ from sg_keras.job.config import ConfigError
 from sg_keras.job.data import DataError
 from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
+from sg_keras.model_parts import decoupled_layers
 from sg_keras.pipeline import PipelinedTrainer
 from sg_keras.trainer import DNITrainer
 
-FIXED_EXAMPLES = 32   # test digits shown in predictions.png and gradients.png
+FIXED_EXAMPLES = 32   # test examples shown in gradients.png; most misclassified in predictions.png
 
 
 class RunError(RuntimeError):
     """Training stopped (e.g. NaN/Inf); the message says where and what is intact."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Stopped by a signal after saving a checkpoint; `exit_status` is 128 + the signal number."""
+
+    def __init__(self, signum=signal.SIGINT):
+        super().__init__(f"signal {signum}")
+        self.exit_status = 128 + int(signum)
 
 
 # What a user can cause and fix; train.py prints these as one line and exits 1.
@@ -98,6 +113,9 @@ class _Progress:
     def say(self, line):
         print(line, flush=True)
 
+    def warn(self, line):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
     def exclude(self, seconds):
         """Leaves `seconds` (spent evaluating, plotting) out of the rate."""
         self._mark_time += seconds
@@ -123,15 +141,41 @@ class _Run:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
-        self.trainer = build_trainer(config, self.train_split.x.shape[1:])
+        self.trainer = build_trainer(config, self.train_split.x.shape[1:],
+                                     self.train_split.num_classes)
         self.checkpoints = Checkpoints(self.run_dir.checkpoint_dir, self.trainer.checkpoint,
                                        self.trainer.step, config.keep_checkpoints)
         self.restored = self.checkpoints.restore_latest()
         self.start = int(self.trainer.step.numpy())
-        self.total = config.total_steps(len(self.train_split) // config.batch_size)
+        self.steps_per_epoch = len(self.train_split) // config.batch_size
+        self.total = config.total_steps(self.steps_per_epoch)
         self.log = MetricsLog(self.run_dir.metrics_path, self.start)
-        self.summaries = Summaries(self.run_dir.path)
         self.progress = _Progress(self.start, self.total)
+
+    def final_eval(self):
+        """The evaluation record of a finished run (at its last step, model saved), or None."""
+        if self.start < self.total or not os.path.exists(self.run_dir.file("model.keras")):
+            return None
+        records = [r for r in self.log.records if r["split"] == "eval" and r["step"] == self.start]
+        return records[-1] if records else None
+
+    def open(self):
+        """Starts writing: flags, TensorBoard writers, the test pipelines."""
+        config = self.config
+        self.run_dir.write_file("flags.json", config.to_json())
+        for path, why in self.checkpoints.skipped:
+            self.progress.warn(f"skipped checkpoint {os.path.basename(path)}, it is corrupt "
+                               f"({why}); moved it to checkpoints/corrupt/ and resumed from "
+                               f"{os.path.basename(self.restored)}")
+        if self.restored:
+            self.progress.say(f"resuming from {self.restored} (step {self.start})")
+        else:
+            self.progress.say(f"starting a new run in {self.run_dir.path}")
+        self.progress.say(
+            f"{self.total - self.start} steps to go of {self.total} "
+            f"({self.total / self.steps_per_epoch:.3g} epochs of batch {config.batch_size}); "
+            f"speed and time left are printed every {config.log_every} steps")
+        self.summaries = Summaries(self.run_dir.path)
         self.test_batches = data.eval_batches(self.test_split)
         fixed = data.eval_batches(self.test_split, FIXED_EXAMPLES).take(1)
         self.fixed_x, self.fixed_y = next(iter(fixed))
@@ -165,14 +209,17 @@ class _Run:
         self.summaries.gradient_histograms(step, report)
         if not self.config.plots:
             return
-        predictions = np.argmax(self.trainer.model(self.fixed_x), axis=-1)
-        figures = {"loss": plots.loss_curves(self.log),
+        predictions = np.concatenate([np.argmax(self.trainer.model(x), axis=-1)
+                                      for x, _ in self.test_batches])
+        layers = [layer.name for layer in decoupled_layers(self.trainer.model)]
+        figures = {"loss": plots.loss_curves(self.log, self.config.decay_boundaries()),
                    "predictions": plots.prediction_grid(
-                       self.fixed_x.numpy(), self.fixed_y.numpy(), predictions)}
+                       self.test_split.x, self.test_split.y, predictions, FIXED_EXAMPLES)}
         if report:
-            figures["cosine"] = plots.cosine_curves(self.log)
-            figures["gradients"] = plots.gradient_heatmaps(report)
-        for name, png in figures.items():
+            figures["cosine"] = plots.cosine_curves(self.log, layers)
+            figures["gradients"] = plots.gradient_heatmaps(report, step, layers)
+        for name, figure in figures.items():
+            png = plots.to_png(figure)
             plots.save_png(png, self.run_dir.file(f"{name}.png"))
             self.summaries.image(step, name, png)
         self.summaries.flush()
@@ -191,7 +238,7 @@ class _Run:
         step = self.start
         batches = iter(data.train_batches(self.train_split, config.batch_size, config.seed,
                                           self.start))
-        sums, count = {}, 0
+        sums, count, cosines = {}, 0, {}
         while step < self.total:
             x, y = next(batches)
             try:
@@ -200,20 +247,20 @@ class _Run:
                 raise RunError(f"{error} Stopped; the last checkpoint "
                                f"({self.checkpoints.latest or 'none yet'}) is intact.") from error
             step += 1
-            cosines = {k: float(v) for k, v in logs.items() if k.startswith("cosine/")}
-            cosines = {k: v for k, v in cosines.items() if not np.isnan(v)}
-            if cosines:   # measured on this step's batch only (NaN on other steps)
-                self.record_train(step, cosines)
             for key, value in logs.items():
+                value = float(value)
                 if not key.startswith("cosine/"):
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + value
+                elif not np.isnan(value):   # measured on this step's batch (NaN on others)
+                    cosines.setdefault(key, []).append(value)
             count += 1
             if step % config.log_every == 0 or step == self.total:
                 means = {key: total / count for key, total in sums.items()}
                 self.progress.train(step, means)
                 self.record_train(step, {**means, **self.learning_rates(),
+                                         **{key: np.mean(values) for key, values in cosines.items()},
                                          "steps_per_sec": self.progress.rate})
-                sums, count = {}, 0
+                sums, count, cosines = {}, 0, {}
             if step % config.eval_every == 0 and step != self.total:
                 self.evaluate(step)
             if step % config.checkpoint_every == 0 or step == self.total:
@@ -231,39 +278,54 @@ class _Run:
             f"{100 * result['accuracy']:.2f}% | test loss {result['loss']:.4f}\n"
             f"outputs in {self.run_dir.path}: checkpoints/, TensorBoard logs (train/, eval/), "
             "metrics.jsonl, *.png, model.keras")
+        return self.summary(step, result, wall, complete=False)
+
+    def summary(self, step, result, wall, complete):
         return {"step": step, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-                "wall_time_s": wall, "model_dir": self.run_dir.path, "resumed_from": self.restored}
+                "wall_time_s": wall, "model_dir": self.run_dir.path, "resumed_from": self.restored,
+                "complete": complete}
+
+    def report_complete(self, result):
+        """A finished run asked again: says so and returns its summary, writing nothing."""
+        self.progress.say(
+            f"run complete at step {self.start} in {self.run_dir.path} (test accuracy "
+            f"{100 * result['accuracy']:.2f}%, test loss {result['loss']:.4f}); nothing to do. "
+            "Pass a larger --train_steps (or --epochs) to train on.")
+        return self.summary(self.start, result, 0.0, complete=True)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
 def run(config):
     """Trains as `config` says; returns a summary dict (step, test accuracy, ...).
 
-    Ctrl-C or SIGTERM saves a checkpoint at the current step before stopping.
+    A finished run (final evaluation logged, model saved) is left exactly as
+    it is: the summary then has `complete=True`. Ctrl-C or SIGTERM saves a
+    checkpoint at the current step, then raises `Interrupted`.
     """
-    if config.task != "classify":   # Copy, Repeat Copy, char LM: recurrent DNI
-        from sg_keras.job import sequence_experiment
-        return sequence_experiment.run(config)
     started = time.perf_counter()
     job = _Run(config)
-    job.run_dir.write_file("flags.json", config.to_json())
-    if job.restored:
-        job.progress.say(f"resuming from {job.restored} (step {job.start})")
-    else:
-        job.progress.say(f"starting a new run in {job.run_dir.path}")
+    final = job.final_eval()
+    if final:
+        return job.report_complete(final)
+    job.open()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main_thread else None
+    previous = {}
+    if main_thread:
+        previous = {signum: signal.signal(signum, _interrupt)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         step = job.train()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         path = job.save_checkpoint(int(job.trainer.step.numpy()))
         job.summaries.close()
         job.progress.say(f"interrupted: saved {path}; run the same command to resume")
-        raise
+        if isinstance(error, Interrupted):
+            raise
+        raise Interrupted() from error
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return job.finish(step, time.perf_counter() - started)
