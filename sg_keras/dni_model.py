@@ -12,7 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
-from sg_keras import keras_compat
+from sg_keras import distribute, keras_compat
 from sg_keras.engine import StepEngine, clone_optimizer
 from sg_keras.keras_compat import Functional, functional_init_arguments
 from sg_keras.model_parts import context_dim_of, decoupled_layers
@@ -33,7 +33,10 @@ class _LayerMetrics:
     They are kept out of `model.metrics`, so `evaluate()` reports exactly the
     compiled metrics. A mean is made the first time its key appears, which is
     while the train step is traced, hence under `tf.init_scope` (its variables
-    are created eagerly, outside the traced graph). A mean that has seen no
+    are created eagerly, outside the traced graph). Under tf.distribute the
+    values are global (summed over the replicas by the engine) and each
+    replica adds them to the same local mean, which leaves the mean as it is.
+    A mean that has seen no
     value reads NaN: e.g. the cosine in an epoch without a measured step.
     """
 
@@ -201,7 +204,8 @@ class DNIModel(keras.Model):
 
     def _make_engine(self):
         """The step engine; its optimizers' state is part of the saved model."""
-        with tf.init_scope():   # variables (draws, guard, module optimizers) are made eagerly
+        # variables (seed, guard, module optimizers) are made eagerly, in the strategy's scope
+        with tf.init_scope(), self.distribute_strategy.scope():
             self._engine = StepEngine(self, self._dni_options, self.optimizer, self.sg_optimizer,
                                       seed=self._dni_seed)
         self.module_optimizers = self._engine.module_optimizers
@@ -222,10 +226,12 @@ class DNIModel(keras.Model):
         def loss_fn(y, y_pred):
             return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
-        out = engine.step(x, y, self.optimizer.iterations, loss_fn)
+        out = engine.step(x, y, self.optimizer.iterations, loss_fn, distribute.global_batch(x))
         self._layer_metrics.update(out.metrics, out.measured)
+        # Under tf.distribute Keras' loss is this replica's mean / R: report the mean.
+        loss = out.loss * distribute.replicas() if distribute.in_replicas() else out.loss
         keras_compat.loss_tracker(self).update_state(
-            out.loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
+            loss, sample_weight=tf.shape(keras.tree.flatten(x)[0])[0])
         return {**self.compute_metrics(x, y, out.predictions, sample_weight),
                 **self._layer_metrics.results()}
 

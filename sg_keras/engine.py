@@ -22,7 +22,9 @@ step. The engine
   with `sg_optimizer`.
 
 Where the other executors plug in: a distributed step calls `engine.step`
-per replica with `normaliser` = the global batch (DESIGN §6.1); the recurrent
+per replica (inside `strategy.run`) with `normaliser` = the global batch
+(DESIGN §6.1, `sg_keras.distribute`): the replicas then sum their metrics and
+finiteness checks, draw the same updates and apply (or skip) together; the recurrent
 and pipelined executors use `sg_keras.dni_maths` directly on the activations
 they carry between steps.
 """
@@ -31,14 +33,18 @@ import collections
 
 import tensorflow as tf
 
+from sg_keras import distribute
 from sg_keras.interception import SYNTHETIC_PASS, TRUE_PASS, BackwardPass, GradientInterception
-from sg_keras.metrics import cosine_similarity, finiteness_sums, interception_keys
+from sg_keras.metrics import finiteness_sums, interception_keys
 from sg_keras.model_parts import (context_dim_of, decoupled_layers, float_state, label_context,
                                   module_variables, split_variables)
 from sg_keras.options import STEP_KINDS, OnNonFinite
 
 StepResult = collections.namedtuple(
     "StepResult", ["loss", "predictions", "gradients", "interceptions", "true_gradients"])
+
+_Computed = collections.namedtuple(
+    "_Computed", ["loss", "predictions", "gradients", "sums", "metrics", "measured"])
 
 StepOutput = collections.namedtuple(
     "StepOutput", ["loss", "predictions", "metrics", "measured", "applied", "updated"])
@@ -141,7 +147,9 @@ class StepEngine:
     Attributes:
         module_optimizers: with `update_prob < 1`, one optimizer per decoupled
             module (part of the training state: checkpoint them).
-        rng: the generator of the update draws (part of the state).
+        seed: a variable (part of the state): the `update_prob` draws of step
+            `t` are `stateless_uniform(seed=[seed, t])`, the same on every
+            replica, and a resumed run draws what the uninterrupted one would.
         nonfinite_step: the first refused step under `on_nonfinite="raise"`, or -1.
     """
 
@@ -164,7 +172,7 @@ class StepEngine:
         for each, variables in pairs + self._groups:
             if not each.built:
                 each.build(variables)
-        self.rng = tf.random.Generator.from_seed(int(seed))
+        self.seed = tf.Variable(int(seed), dtype=tf.int64, trainable=False, name="update_seed")
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                           name="nonfinite_step")
         self._nonfinite_parts = None   # made when the step is traced and its parts are known
@@ -194,41 +202,61 @@ class StepEngine:
             normaliser: the number of examples the loss averages over (the
                 global batch); None: the local batch.
         """
-        kinds = self.options.step_kind_indices()
-        if len(kinds) == 1:
-            return self._step(kinds[0], x, y, step, loss_fn, normaliser)
-        branch_of_kind = [kinds.index(k) if k in kinds else 0 for k in range(len(STEP_KINDS))]
-        kind = self.options.step_kind_index(tf.convert_to_tensor(step))
-        return tf.switch_case(tf.gather(branch_of_kind, kind),
-                              [lambda k=k: self._step(k, x, y, step, loss_fn, normaliser)
-                               for k in kinds])
-
-    def _step(self, kind, x, y, step, loss_fn, normaliser):
-        measure, regress_on_true = STEP_KINDS[kind]
         state = float_state(self.model)
         saved = [tf.identity(v) for v in state]
+        kinds = self.options.step_kind_indices()
+        if len(kinds) == 1:
+            computed = self._compute(kinds[0], x, y, loss_fn, normaliser, state)
+        else:
+            branch_of_kind = [kinds.index(k) if k in kinds else 0
+                              for k in range(len(STEP_KINDS))]
+            kind = self.options.step_kind_index(tf.convert_to_tensor(step))
+            computed = tf.switch_case(
+                tf.gather(branch_of_kind, kind),
+                [lambda k=k: self._compute(k, x, y, loss_fn, normaliser, state) for k in kinds])
+        return self._conclude(computed, tf.convert_to_tensor(step), state, saved)
+
+    def _compute(self, kind, x, y, loss_fn, normaliser, state):
+        """The gradients and per-replica metrics of one kind of step (no synchronisation)."""
+        measure, regress_on_true = STEP_KINDS[kind]
         result = self.gradients(x, y, loss_fn, self.variables, measure=measure,
                                 regress_on_true=regress_on_true, normaliser=normaliser)
         sums = finiteness_sums(result.loss, result.interceptions, self.variables,
                                result.gradients, state)
         self.part_names = list(sums)
-        finite = tf.math.is_finite(tf.stack(list(sums.values())))
-        updated = self._draw_updates()
+        return _Computed(result.loss, result.predictions, result.gradients,
+                         tf.stack(list(sums.values())), self._metric_parts(result),
+                         tf.constant(measure))
+
+    def _conclude(self, computed, step, state, saved):
+        """Decides, applies (or skips) and reports a step: the same on every replica."""
+        finite = distribute.all_finite(computed.sums)
+        updated = self._draw_updates(step)
         ok = tf.reduce_all(finite)
         applied = ok
-        if self.options.on_nonfinite is OnNonFinite.RAISE:
+        raising = self.options.on_nonfinite is OnNonFinite.RAISE
+        if raising:
             applied = ok & (self.nonfinite_step < 0)
-            self._record_failure(ok, finite, step)
 
-        def skip():
-            _restore(state, saved)
-            return tf.constant(False)
+        def finish(run, agreed, own):
+            applied, ok, finite, step, updated = agreed
+            gradients, saved = own
+            if raising:
+                self._record_failure(ok, finite, step)
 
-        tf.cond(applied, lambda: self._apply(result.gradients, updated), skip)
-        metrics = self._metrics(result)
-        if self.options.on_nonfinite is OnNonFinite.RAISE:
+            def skip():
+                run(lambda values: _restore(state, values), saved)
+                return tf.constant(False)
+
+            tf.cond(applied, lambda: self._apply(run, gradients, updated), skip)
+
+        distribute.in_cross_replica(finish, [applied, ok, finite, step, updated],
+                                    (computed.gradients, saved))
+        metrics = {key: distribute.cosine_from_parts(value) if key.startswith("cosine/") else value
+                   for key, value in distribute.sum_over_replicas(computed.metrics).items()}
+        if raising:
             tf.debugging.Assert(applied, ["sg_keras: a training step held NaN/Inf"])
-        return StepOutput(result.loss, result.predictions, metrics, tf.constant(measure),
+        return StepOutput(computed.loss, computed.predictions, metrics, computed.measured,
                           applied, None if updated is None else updated & applied)
 
     def _record_failure(self, ok, finite, step):
@@ -245,8 +273,9 @@ class StepEngine:
         tf.cond(tf.logical_not(ok) & (self.nonfinite_step < 0), record,
                 lambda: tf.constant(False))
 
-    def _metrics(self, result):
-        """`sg_loss/LAYER` per interception and, when the options measure, `cosine/LAYER`."""
+    def _metric_parts(self, result):
+        """This replica's part of the metrics: `sg_loss/LAYER` per interception and, when
+        the options measure, `cosine/LAYER` as `distribute.cosine_parts` (zero if unmeasured)."""
         metrics = {}
         true_gradients = result.true_gradients or [None] * len(result.interceptions)
         for key, interception, true_gradient in zip(
@@ -255,29 +284,37 @@ class StepEngine:
                 metrics[f"sg_loss/{key}"] = interception.sg_loss
             if self.options.measures:
                 metrics[f"cosine/{key}"] = (
-                    tf.constant(0.0) if true_gradient is None
-                    else cosine_similarity(interception.synthetic, true_gradient))
+                    tf.zeros([3]) if true_gradient is None
+                    else distribute.cosine_parts(interception.synthetic, true_gradient))
         return metrics
 
-    def _draw_updates(self):
-        """Which decoupled modules update at this step (update_prob < 1)."""
+    def _draw_updates(self, step):
+        """Which decoupled modules update at step `step` (update_prob < 1): keyed on (seed, step)."""
         if not self._groups:
             return None
-        return self.rng.uniform([len(self._groups)]) < self.options.update_prob
+        seed = tf.stack([tf.identity(self.seed), tf.cast(step, tf.int64)])
+        draws = tf.random.stateless_uniform([len(self._groups)], seed=seed)
+        return draws < self.options.update_prob
 
-    def _apply(self, gradients, updated):
-        """Applies the network and synthesizer updates of one step."""
+    def _apply(self, run, gradients, updated):
+        """Applies the network and synthesizer updates of one step.
+
+        `run(f, *args)` runs an optimizer on every replica (see
+        `distribute.in_cross_replica`).
+        """
         by_id = {id(v): g for v, g in zip(self.variables, gradients)}
-        self.optimizer.apply([by_id[id(v)] for v in self._free_variables], self._free_variables)
-        for index, (optimizer, variables) in enumerate(self._groups):
-            def apply(optimizer=optimizer, variables=variables):
-                optimizer.apply([by_id[id(v)] for v in variables], variables)
-                return tf.constant(True)
 
-            tf.cond(updated[index], apply, lambda: tf.constant(False))
+        def apply(optimizer, variables):
+            run(lambda grads: optimizer.apply(grads, variables),
+                [by_id[id(v)] for v in variables])
+            return tf.constant(True)
+
+        apply(self.optimizer, self._free_variables)
+        for index, (optimizer, variables) in enumerate(self._groups):
+            tf.cond(updated[index], lambda o=optimizer, v=variables: apply(o, v),
+                    lambda: tf.constant(False))
         if self.options.mode.decoupled:
-            self.sg_optimizer.apply([by_id[id(v)] for v in self.synthesizer_variables],
-                                    self.synthesizer_variables)
+            apply(self.sg_optimizer, self.synthesizer_variables)
         return tf.constant(True)
 
     def raise_if_nonfinite(self):

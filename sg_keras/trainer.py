@@ -1,9 +1,12 @@
 """`DNITrainer`: a `tf.function` training loop for backprop, DNI and cDNI."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sg_keras import distribute
 from sg_keras.engine import StepEngine, clone_optimizer
 from sg_keras.metrics import interception_keys, sparse_accuracy
 from sg_keras.options import DNIOptions, OnNonFinite
@@ -56,7 +59,16 @@ class DNITrainer:
             caught by `nonfinite_variables()`, which a loop should call
             before it saves a checkpoint.
         seed: seed of the update-probability draws.
-        jit_compile: compile the step with XLA.
+        jit_compile: compile the step with XLA (not with a `strategy`).
+        strategy: a `tf.distribute.Strategy` to train data-parallel on its
+            replicas (None: one device). Build the model (and any optimizer
+            given) under `strategy.scope()`. `train_step(x, y)` then takes
+            the global batch (each replica trains on its equal slice; it
+            must divide by the number of replicas) or per-replica values
+            from `trainer.distribute_dataset`; `loss` must be a Keras loss
+            with a mean reduction (Keras divides it by the number of
+            replicas). `R` replicas on a global batch make the update of one
+            device on that batch (DESIGN §6.1), and the logs are global.
 
     `train_step(x, y)` returns a dict of scalar tensors without waiting for
     them (no host round trip): `loss`, `accuracy`, `sg_loss/LAYER` per
@@ -65,7 +77,7 @@ class DNITrainer:
     `update_prob < 1` and `skipped` with `on_nonfinite="skip"`. `evaluate`
     returns Python floats. `trainer.checkpoint` is a `tf.train.Checkpoint` of
     all the state: model (synthesizers included), every optimizer, the step
-    and the random state. `trainer.options` is the `DNIOptions`.
+    and the seed of the update draws. `trainer.options` is the `DNIOptions`.
 
     Example:
 
@@ -80,7 +92,7 @@ class DNITrainer:
     def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
                  sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
                  update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0,
-                 jit_compile=False):
+                 jit_compile=False, strategy=None):
         self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
                                   update_prob, sg_clip_norm, on_nonfinite)
         if not isinstance(model, keras.Model):
@@ -91,30 +103,72 @@ class DNITrainer:
         self.mode = self.options.mode
         self.loss = keras.losses.get(loss) if loss is not None else (
             keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        self.optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
-        self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
-                             else clone_optimizer(self.optimizer))
         self.jit_compile = bool(jit_compile)
-        self.engine = StepEngine(model, self.options, self.optimizer, self.sg_optimizer, seed)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.strategy = strategy
+        if strategy is not None:
+            self._check_strategy(jit_compile)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.optimizer = optimizer if optimizer is not None else keras.optimizers.Adam(1e-3)
+            self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
+                                 else clone_optimizer(self.optimizer))
+            self.engine = StepEngine(model, self.options, self.optimizer, self.sg_optimizer, seed)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        if strategy is not None:
+            for name in ("optimizer", "sg_optimizer"):
+                distribute.check_created_in_scope(strategy, getattr(self, name).variables, name)
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
-            module_optimizers=self.engine.module_optimizers, step=self.step, rng=self.engine.rng)
-        self._train = tf.function(self._train_batch, jit_compile=self.jit_compile,
-                                  reduce_retracing=True)
+            module_optimizers=self.engine.module_optimizers, step=self.step,
+            seed=self.engine.seed)
+        self._train = tf.function(self._train_batch if strategy is None else self._train_replicas,
+                                  jit_compile=self.jit_compile, reduce_retracing=True)
         self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
         self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)
+
+    def _check_strategy(self, jit_compile):
+        if jit_compile:
+            raise ValueError("`jit_compile`: not supported with a `strategy`.")
+        distribute.check_created_in_scope(self.strategy, self.model.variables, "model")
+        if not (isinstance(self.loss, keras.losses.Loss)
+                and self.loss.reduction in ("sum_over_batch_size", "mean")):
+            raise ValueError("`loss`: with a `strategy` it must be a keras.losses.Loss with a "
+                             f"mean reduction (Keras scales it per replica), got {self.loss!r}.")
 
     def _loss(self, y, predictions):
         loss = self.loss(y, predictions)
         if self.model.losses:
-            loss += tf.add_n(self.model.losses)
+            loss += distribute.replica_share(tf.add_n(self.model.losses))
         return loss
 
     def _train_batch(self, x, y):
-        out = self.engine.step(x, y, self.step, self._loss)
+        logs = self._step_logs(x, y)
         self.step.assign_add(1)
-        logs = {"loss": out.loss, "accuracy": sparse_accuracy(y, out.predictions)}
+        return logs
+
+    def _train_replicas(self, x, y):
+        """`_train_batch` under the strategy: `x, y` global batches or per-replica values."""
+        split = not isinstance(x, tf.distribute.DistributedValues)
+
+        def replica_step(x, y):
+            if split:
+                x, y = distribute.local_part(x), distribute.local_part(y)
+            return self._step_logs(x, y)
+
+        logs = self.strategy.run(replica_step, args=(x, y))
+        self.step.assign_add(1)
+        return distribute.first_replica(self.strategy, logs)
+
+    def distribute_dataset(self, dataset):
+        """`dataset` (of global batches) split over the strategy's replicas, for `train_step`."""
+        if self.strategy is None:
+            return dataset
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    def _step_logs(self, x, y):
+        """One engine step on this replica's batch; the logs (global values on every replica)."""
+        out = self.engine.step(x, y, self.step, self._loss, distribute.global_batch(x))
+        logs = {"loss": distribute.sum_over_replicas(out.loss),
+                "accuracy": distribute.mean_over_replicas(sparse_accuracy(y, out.predictions))}
         for key, value in out.metrics.items():
             logs[key] = tf.where(out.measured, value, np.nan) if key.startswith("cosine/") else value
         for layer, updated in zip(self.engine.layers if out.updated is not None else [],
