@@ -19,9 +19,10 @@ from sg_keras.pipeline import PipelinedTrainer
 from sg_keras.placement import split_stages, stage_devices
 from sg_keras.recurrent import RecurrentDNI
 from sg_keras.trainer import DNITrainer
+from sg_keras.unlock import CompleteUnlockTrainer
 
-__all__ = ["DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer", "FunctionalDNIModel",
-           "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite", "PipelinedTrainer", "SGTarget",
-           "RecurrentDNI", "StepEngine", "dni_maths", "split_stages", "stage_devices",
-           "synthesizers"]
+__all__ = ["CompleteUnlockTrainer", "DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer",
+           "FunctionalDNIModel", "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite",
+           "PipelinedTrainer", "RecurrentDNI", "SGTarget", "StepEngine", "dni_maths",
+           "split_stages", "stage_devices", "synthesizers"]
 __version__ = "0.2.0"

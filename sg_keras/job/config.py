@@ -21,6 +21,7 @@ from typing import List, Optional
 
 from absl import flags
 
+from sg_keras.distribute import STRATEGIES
 from sg_keras.options import MODES, ON_NONFINITE, SG_TARGETS, DNIOptions
 from sg_keras.validation import ArgumentError
 
@@ -52,6 +53,11 @@ class Config:
     model_dir: str = _field("", "Directory for checkpoints, TensorBoard logs, metrics and plots. "
                                 "Re-running with the same directory resumes.")
     mode: str = _field("cdni", "Training mode.", choices=MODES)
+    model: str = _field("fcn", "fcn: the paper's fully connected network (--units); cnn: its "
+                               "CNN (--filters 5x5 filters per layer, conv synthesizers).",
+                        choices=("fcn", "cnn"))
+    filters: int = _field(128, "--model=cnn: filters per convolutional layer (and per hidden "
+                               "layer of its synthesizers).")
     num_layers: int = _field(3, "Layers of the MNIST FCN, head included (>= 2).")
     units: int = _field(256, "Units per hidden layer.")
     synth_layers: int = _field(0, "Hidden layers of each synthesizer (0 = linear).")
@@ -93,6 +99,10 @@ class Config:
     deterministic: bool = _field(False, "Seeded, deterministic TensorFlow ops "
                                         "(bit-identical reruns and resumes).")
     jit_compile: bool = _field(False, "Compile the training step with XLA.")
+    strategy: str = _field("default", "Data parallelism (tf.distribute): default (one device), "
+                                      "mirrored (this machine's devices) or multi_worker (the "
+                                      "machines in TF_CONFIG); --batch_size is the global batch.",
+                           choices=STRATEGIES)
     schedule: str = _field("sync", "sync: every module in lock-step in one step; pipelined: "
                                    "stage k trains on the activation stage k-1 made one step "
                                    "earlier (dni/cdni; --measure_every is ignored).",
@@ -100,6 +110,9 @@ class Config:
     devices: List[str] = dataclasses.field(default_factory=list, metadata={
         "help": "Devices of the pipelined stages, e.g. /gpu:0,/gpu:1 (default: all visible, "
                 "stages spread evenly)."})
+    unlock: str = _field("none", "complete: every module trains on a synthetic input "
+                                 "predicted from x and a synthetic gradient (complete unlock, "
+                                 "dni/cdni, linear input models).", choices=("none", "complete"))
     plots: bool = _field(True, "Draw PNG plots into --model_dir at each evaluation.")
     task: str = _field("classify", "classify: the image classifier above; copy, repeat_copy, "
                                    "char_lm: an LSTM (--units) trained with truncated BPTT "
@@ -129,7 +142,9 @@ class Config:
             return {name: getattr(self, name) for name in SEQUENCE_ARCHITECTURE}
         return {**{name: getattr(self, name) for name in ARCHITECTURE},
                 "update_prob<1": self.update_prob < 1.0,
-                **({"schedule": self.schedule} if self.schedule != "sync" else {})}
+                **({"schedule": self.schedule} if self.schedule != "sync" else {}),
+                **({"unlock": self.unlock} if self.unlock != "none" else {}),
+                **({"model": self.model, "filters": self.filters} if self.model == "cnn" else {})}
 
     def decay_boundaries(self):
         return [int(step) for step in self.lr_decay_steps]
@@ -149,7 +164,7 @@ class Config:
         if self.synth_rank is not None and not (isinstance(self.synth_rank, int)
                                                 and self.synth_rank >= 1):
             fail("synth_rank", "must be an integer >= 1 (unset = full rank).")
-        minimums = {"num_layers": 2, "units": 1, "synth_layers": 0, "synth_units": 1,
+        minimums = {"num_layers": 2, "units": 1, "synth_layers": 0, "synth_units": 1, "filters": 1,
                     "batch_size": 1, "train_steps": 0, "log_every": 1, "eval_every": 1,
                     "checkpoint_every": 1, "keep_checkpoints": 1}
         for name, minimum in minimums.items():
@@ -182,6 +197,20 @@ class Config:
                                "backward pass through every stage).")
         elif self.devices:
             fail("devices", "places the stages of --schedule=pipelined only.")
+        if self.model == "cnn" and (self.synth_rank is not None or self.unlock != "none"):
+            fail("model", "cnn has convolutional synthesizers: --synth_rank and --unlock are for "
+                          "the fcn.")
+        if self.unlock == "complete":
+            if self.mode == "backprop" or self.schedule != "sync":
+                fail("unlock", "needs --mode=dni or cdni and --schedule=sync.")
+            unsupported = {"sg_target": "bootstrap", "true_gradient_every": 0, "bp_lambda": 0.0,
+                           "update_prob": 1.0, "sg_clip_norm": None, "on_nonfinite": "raise"}
+            for flag, default in unsupported.items():
+                if getattr(self, flag) != default:
+                    fail(flag, "is not supported with --unlock=complete.")
+        if self.strategy != "default" and (self.jit_compile or self.schedule != "sync"
+                                           or self.unlock != "none"):
+            fail("strategy", "needs --schedule=sync, --unlock=none and no --jit_compile.")
         if self.train_steps == 0 and not self.epochs > 0:
             fail("epochs", "must be > 0 when --train_steps is 0.")
         if self.task != "classify":

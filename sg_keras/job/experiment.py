@@ -50,7 +50,9 @@ from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
 from sg_keras.model_parts import decoupled_layers
 from sg_keras.pipeline import PipelinedTrainer
+from sg_keras import distribute
 from sg_keras.trainer import DNITrainer
+from sg_keras.unlock import CompleteUnlockTrainer
 
 FIXED_EXAMPLES = 32   # test examples shown in gradients.png; most misclassified in predictions.png
 
@@ -82,11 +84,17 @@ def _learning_rate(base, config):
 def build_trainer(config, input_shape, num_classes=10):
     """The model and `DNITrainer` (or `PipelinedTrainer`) that `config` describes."""
     options = config.dni_options()
-    model = networks.fcn(input_shape, config.num_layers, config.units, num_classes,
-                         decoupled=options.mode.decoupled, context=options.mode.uses_context,
-                         synthesizer_layers=config.synth_layers,
-                         synthesizer_units=config.synth_units,
-                         synthesizer_rank=config.synth_rank)
+    if config.model == "cnn":
+        model = networks.cnn(input_shape, config.num_layers, config.filters, num_classes,
+                             decoupled=options.mode.decoupled, context=options.mode.uses_context,
+                             synthesizer_filters=config.filters)
+    else:
+        model = networks.fcn(input_shape, config.num_layers, config.units, num_classes,
+                             decoupled=options.mode.decoupled,
+                             context=options.mode.uses_context,
+                             synthesizer_layers=config.synth_layers,
+                             synthesizer_units=config.synth_units,
+                             synthesizer_rank=config.synth_rank)
     sg_rate = config.sg_learning_rate or config.learning_rate
     optimizers = {"optimizer": keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
                   "sg_optimizer": keras.optimizers.Adam(_learning_rate(sg_rate, config))}
@@ -94,8 +102,12 @@ def build_trainer(config, input_shape, num_classes=10):
         return PipelinedTrainer(model, options.mode, **optimizers, update_prob=options.update_prob,
                                 sg_clip_norm=options.sg_clip_norm, devices=config.devices or None,
                                 seed=config.seed, jit_compile=config.jit_compile)
+    if config.unlock == "complete":
+        return CompleteUnlockTrainer(model, options.mode, **optimizers, seed=config.seed,
+                                     jit_compile=config.jit_compile)
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
     return DNITrainer(model, **optimizers, seed=config.seed, jit_compile=config.jit_compile,
-                      **options.as_dict())
+                      strategy=strategy, **options.as_dict())
 
 
 def _duration(seconds):
@@ -137,12 +149,14 @@ class _Run:
         self.config = config.validate()
         self.train_split, self.test_split = data.load(config.dataset, config.data_dir,
                                                       config.data_path)
+        strategy = distribute.make_strategy(config.strategy)   # before any collective op
         self.run_dir = RunDirectory(config.model_dir, config.architecture())
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
-        self.trainer = build_trainer(config, self.train_split.x.shape[1:],
-                                     self.train_split.num_classes)
+        with strategy.scope():   # the model and optimizers on the strategy's devices
+            self.trainer = build_trainer(config, self.train_split.x.shape[1:],
+                                         self.train_split.num_classes)
         self.checkpoints = Checkpoints(self.run_dir.checkpoint_dir, self.trainer.checkpoint,
                                        self.trainer.step, config.keep_checkpoints)
         self.restored = self.checkpoints.restore_latest()
@@ -305,6 +319,9 @@ def run(config):
     it is: the summary then has `complete=True`. Ctrl-C or SIGTERM saves a
     checkpoint at the current step, then raises `Interrupted`.
     """
+    if config.task != "classify":   # Copy, Repeat Copy, char LM: recurrent DNI
+        from sg_keras.job import sequence_experiment
+        return sequence_experiment.run(config)
     started = time.perf_counter()
     job = _Run(config)
     final = job.final_eval()
