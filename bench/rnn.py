@@ -114,8 +114,8 @@ def write_curriculum(records, args):
     budget = sorted({(r["steps"], r["units"], r["bits"], r["batch"], r["lr"], r["sg_lr"])
                      for r in records})
     notes = [f"Largest N solved per seed (seeds joined by '/'); budget (sequences, LSTM units, "
-             f"bits, batch, Adam lr core, synthesizer) = {budget}; curriculum: N += 1 when the mean per-symbol error of "
-             f"the last {args.window} training batches is below {args.threshold} bits.",
+             f"bits, batch, Adam lr core, synthesizer) = {budget}; curriculum: N += 1 when the "
+             f"mean per-symbol error of the last {args.window} training batches is below {args.threshold} bits.",
              "Paper columns: Table 1 of Jaderberg et al. 2016 as recalled, NOT verified against "
              "the paper's text (no access here); the paper trained far longer and larger.",
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]

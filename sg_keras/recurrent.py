@@ -125,10 +125,6 @@ class RecurrentDNI:
         self._chunk_fn = tf.function(self._train_chunk, autograph=False)
         self._built = False
 
-    @property
-    def uses_synthesizer(self):
-        return self.synthesizer is not None
-
     # ----------------------------------------------------------------- building
 
     def initial_state(self, batch_size):

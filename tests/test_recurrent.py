@@ -238,3 +238,20 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
                "optimizer": keras.optimizers.SGD(0.1), **kwargs}
     with pytest.raises((ArgumentError, ValueError), match=argument):
         RecurrentDNI(keras.layers.LSTMCell(2), keras.layers.Dense(2), **options)
+
+
+def test_context_conditions_the_synthetic_gradient():
+    keras.utils.set_random_seed(0)
+    core = RecurrentDNI(keras.layers.LSTMCell(UNITS), keras.layers.Dense(OUTPUTS), truncation=2,
+                        loss=per_step_sigmoid_bits, optimizer=keras.optimizers.SGD(0.1),
+                        context_dim=3)
+    x, y, w = data()
+    core.build(INPUTS)
+    randomise_synthesizer(core)
+    context = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    result = core.chunk_gradients(core.initial_state(BATCH), x[:, :2], y[:, :2], w[:, :2],
+                                  context=context)
+    end, _ = hand_unroll(core, core.initial_state(BATCH), x[:, :2])
+    features = tf.concat([tf.concat(end, -1), context], -1)     # cDNI: [s_end, c]
+    np.testing.assert_allclose(np.concatenate(result["synthetic_end"], -1),
+                               linear_synth(core, features).numpy(), rtol=1e-5, atol=1e-6)
