@@ -8,10 +8,9 @@ arrives at an activation is then the per-example gradient divided by the
 global batch `G = R·b`, so the DNI maths takes `N = G` (`global_batch`), and
 the summed updates equal those of one replica on the whole global batch.
 
-The engine calls the helpers below inside its step. On one replica (no
-strategy, or a strategy with one replica) each is the identity or a direct
-call, so the single-device step is unchanged; inside `strategy.run` with
-`R > 1`:
+The engine calls the helpers below inside its step. Without a strategy
+each is the identity or a direct call, so the single-device step is
+unchanged; inside `strategy.run` (of any number of replicas):
 
 * `sum_over_replicas` all-reduces the step's metrics (synthesizer losses,
   the parts of the cosine, the counts of non-finite values), so every
@@ -25,7 +24,7 @@ call, so the single-device step is unchanged; inside `strategy.run` with
 
 `make_strategy` builds the strategies the training job offers.
 
->>> global_batch(tf.zeros([8, 3])) is None     # one replica: the local batch
+>>> global_batch(tf.zeros([8, 3])) is None     # no strategy: the local batch
 True
 >>> float(cosine_from_parts(cosine_parts(tf.constant([3.0, 4.0]), tf.constant([4.0, 3.0]))))
 0.96
@@ -42,16 +41,15 @@ def replicas():
 
 
 def in_replicas():
-    """True inside `strategy.run` of a strategy with more than one replica."""
-    return (tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
-            and replicas() > 1)
+    """True inside `strategy.run` of a strategy (not the default one), even of one replica."""
+    return tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
 
 
 def global_batch(x):
     """The normaliser `N` of the DNI maths for the local batch `x` (a tensor or a structure).
 
-    None (each activation's own batch) on one replica; `R·b` inside
-    `strategy.run` with `R > 1` replicas of local batch `b`.
+    None (each activation's own batch) without a strategy; `R·b` inside
+    `strategy.run` with `R` replicas of local batch `b`.
     """
     if not in_replicas():
         return None
@@ -59,7 +57,7 @@ def global_batch(x):
 
 
 def sum_over_replicas(value):
-    """The sum of `value` (a tensor or a structure) over the replicas; `value` on one."""
+    """The sum of `value` (a tensor or a structure) over the replicas; `value` without them."""
     if not in_replicas() or not tf.nest.flatten(value):
         return value
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
@@ -73,7 +71,7 @@ def mean_over_replicas(value):
 
 
 def replica_share(value):
-    """`value / R` inside `strategy.run` (Keras' scaling of a loss term); `value` on one."""
+    """`value / R` inside `strategy.run` (Keras' scaling of a loss term); `value` without."""
     return value / replicas() if in_replicas() else value
 
 
@@ -113,7 +111,7 @@ def in_cross_replica(fn, agreed, own):
             all-reduced values); `fn` gets the first replica's.
         own: each replica's own values (its gradients), handed to `run`.
 
-    On one replica this is `fn(run, agreed, own)` with `run(f, *args) = f(*args)`.
+    Without a strategy this is `fn(run, agreed, own)` with `run(f, *args) = f(*args)`.
     """
     if not in_replicas():
         fn(_call, agreed, own)

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sg_keras import distribute
 from sg_keras.engine import NonFiniteError
 from sg_keras.job import data, networks, plots
 from sg_keras.job.checkpoints import CheckpointError, Checkpoints, RunDirectory
@@ -50,7 +51,6 @@ from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
 from sg_keras.model_parts import decoupled_layers
 from sg_keras.pipeline import PipelinedTrainer
-from sg_keras import distribute
 from sg_keras.trainer import DNITrainer
 from sg_keras.unlock import CompleteUnlockTrainer
 
@@ -195,8 +195,11 @@ class _Run:
         self.fixed_x, self.fixed_y = next(iter(fixed))
 
     def learning_rates(self):
-        return {"learning_rate/network": float(self.trainer.optimizer.learning_rate),
-                "learning_rate/synthesizer": float(self.trainer.sg_optimizer.learning_rate)}
+        # through a tensor: float() cannot read a variable mirrored by a strategy
+        return {"learning_rate/network": float(tf.convert_to_tensor(
+                    self.trainer.optimizer.learning_rate)),
+                "learning_rate/synthesizer": float(tf.convert_to_tensor(
+                    self.trainer.sg_optimizer.learning_rate))}
 
     def record_train(self, step, values):
         self.log.append({"step": step, "split": "train", **values})
