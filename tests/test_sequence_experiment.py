@@ -74,3 +74,14 @@ def test_bad_sequence_flags_name_the_flag(tmp_path, kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         config(tmp_path, **kwargs).validate()
     assert not os.listdir(tmp_path)
+
+
+def test_a_missing_or_short_text_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="--text_path"):
+        sequence_experiment.run(config(tmp_path / "a", task="char_lm",
+                                       text_path=str(tmp_path / "none.txt")))
+    short = tmp_path / "short.txt"
+    short.write_text("abc", encoding="utf-8")
+    with pytest.raises(ConfigError, match="too short"):
+        sequence_experiment.run(config(tmp_path / "b", task="char_lm", text_path=str(short)))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

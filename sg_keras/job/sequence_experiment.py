@@ -37,11 +37,13 @@ import tensorflow as tf
 from sg_keras.job import plots, sequence_plots
 from sg_keras.job import sequence_tasks as tasks
 from sg_keras.job.checkpoints import Checkpoints, RunDirectory
+from sg_keras.job.config import ConfigError
 from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
 from sg_keras.metrics import cosine_similarity
 from sg_keras.recurrent import RecurrentDNI, per_step_sigmoid_bits, per_step_softmax_bits
 from sg_keras.synthesizers import DenseSynthesizer
+from sg_keras.validation import ArgumentError
 
 HELD_OUT = 0.1   # char_lm: fraction of the text kept for evaluation
 
@@ -95,9 +97,15 @@ class SequenceRun:
         self.config = config.validate()
         self.lm = config.task == "char_lm"
         if self.lm:
-            text = tasks.load_text(config.text_path, config.data_dir)
-            split = int((1 - HELD_OUT) * len(text.ids))
-            self.train_ids, self.eval_ids = text.ids[:split], text.ids[split:]
+            try:
+                text = tasks.load_text(config.text_path, config.data_dir)
+                split = int((1 - HELD_OUT) * len(text.ids))
+                self.train_ids, self.eval_ids = text.ids[:split], text.ids[split:]
+                next(tasks.stream_batches(self.train_ids, config.batch_size,
+                                          config.sequence_length))   # long enough?
+            except ArgumentError as error:
+                value = getattr(config, error.argument, config.text_path)
+                raise ConfigError(f"--{error.argument}={value!r}: {error.problem}") from error
             self.depth = len(text.vocabulary)
             inputs, outputs, loss = self.depth, self.depth, per_step_softmax_bits
         else:
