@@ -17,7 +17,6 @@ per character and the step-time ratio DNI/BPTT.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -115,7 +114,8 @@ def write_curriculum(records, args):
                      for r in records})
     notes = [f"Largest N solved per seed (seeds joined by '/'); budget (sequences, LSTM units, "
              f"bits, batch, Adam lr core, synthesizer) = {budget}; curriculum: N += 1 when the "
-             f"mean per-symbol error of the last {args.window} training batches is below {args.threshold} bits.",
+             f"mean per-symbol error of the last {args.window} training batches is below "
+             f"{args.threshold} bits.",
              "Paper columns: Table 1 of Jaderberg et al. 2016 as recalled, NOT verified against "
              "the paper's text (no access here); the paper trained far longer and larger.",
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
@@ -165,12 +165,23 @@ def held_out_bpc(core, ids, depth, args):
 
     from sg_keras.job import sequence_tasks as tasks
 
-    n = (len(ids) - 1) // args.lm_length
+    n = (min(len(ids), args.lm_eval_chars) - 1) // args.lm_length
     x = tasks.one_hot(ids[:n * args.lm_length].reshape(1, -1), depth)
     y = ids[1:n * args.lm_length + 1].reshape(1, -1)
     predictions, _ = core.predict_sequence(x)
     bits = per_step_softmax_bits(y.reshape(-1), np.asarray(predictions).reshape(-1, depth))
     return float(np.mean(bits))
+
+
+def _text_name(path):
+    """A text's path relative to the repository, or to site-packages for an installed one."""
+    path = Path(path).resolve()
+    if path.is_relative_to(common.REPO):
+        return str(path.relative_to(common.REPO))
+    if "site-packages" in path.parts:
+        parts = path.parts[path.parts.index("site-packages") + 1:]
+        return "/".join(parts) + " (from site-packages)"
+    return path.name
 
 
 def main():
@@ -189,12 +200,14 @@ def main():
     parser.add_argument("--threshold", type=float, default=0.15)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--max_repeats", type=int, default=2)
-    parser.add_argument("--text_path", default=None, help="char LM text (default: a license "
-                        "text shipped with the installed TensorFlow package)")
+    parser.add_argument("--text_path", default=None, help="char LM text (default: the license "
+                        "notices shipped with the installed TensorFlow package)")
     parser.add_argument("--lm_truncation", type=int, default=3)
     parser.add_argument("--lm_units", type=int, default=64)
     parser.add_argument("--lm_length", type=int, default=30)
     parser.add_argument("--lm_steps", type=int, default=300)
+    parser.add_argument("--lm_eval_chars", type=int, default=5000,
+                        help="held-out characters scored (from the start of the last 10 %%)")
     parser.add_argument("--table", action="store_true", help="only rewrite the tables")
     args = parser.parse_args()
     if not args.table:
@@ -214,7 +227,7 @@ def main():
     if "char_lm" in args.task and not args.table:
         if args.text_path is None:
             import tensorflow as tf
-            args.text_path = str(Path(tf.__file__).parent / "LICENSE")
+            args.text_path = str(Path(tf.__file__).parent / "THIRD_PARTY_NOTICES.txt")
         rows = char_lm(args)
         bptt = [r["median step ms"] for r in rows if r["method"] == "bptt"]
         dni = [r["median step ms"] for r in rows if r["method"] == "dni"]
@@ -222,7 +235,8 @@ def main():
         common.write_results(
             "rnn_char_lm", "Recurrent DNI: char-level LM, BPTT vs DNI, same T",
             ["method", "seed", "T", "held-out BPC", "median step ms"], rows,
-            notes=[f"Text: {os.path.relpath(args.text_path, common.REPO)} (last 10 % held out); "
+            notes=[f"Text: {_text_name(args.text_path)} (last 10 % held out, its first "
+                   f"{args.lm_eval_chars} characters scored from the zero state); "
                    f"LSTM {args.lm_units}, {args.batch} streams x {args.lm_length} characters, "
                    f"{args.lm_steps} batches, Adam {args.lr}.",
                    f"Step-time ratio DNI/BPTT (median per batch, same run): {ratio:.2f}."])
