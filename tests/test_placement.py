@@ -296,3 +296,16 @@ def test_stages_on_two_logical_cpu_devices_train_as_on_one():
     assert lines[0].endswith("['/device:CPU:0']")
     assert "['/device:CPU:0', '/device:CPU:0', '/device:CPU:1'] ['/device:CPU:0', " \
            "'/device:CPU:1']" in lines[1]
+
+
+def test_job_flags_name_bad_devices():
+    from sg_keras.job.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="--devices.*does not see"):
+        Config(model_dir="x", mode="dni", schedule="pipelined", devices=["/gpu:9"]).validate()
+    with pytest.raises(ConfigError, match="--devices.*pipelined only"):
+        Config(model_dir="x", mode="dni", devices=["/cpu:0"]).validate()
+    with pytest.raises(ConfigError, match="--schedule"):
+        Config(model_dir="x", mode="backprop", schedule="pipelined").validate()
+    assert Config(model_dir="x", mode="cdni", schedule="pipelined",
+                  devices=["/cpu:0"]).validate().architecture()["schedule"] == "pipelined"

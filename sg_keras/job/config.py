@@ -23,6 +23,7 @@ from absl import flags
 
 from sg_keras.distribute import STRATEGIES
 from sg_keras.options import MODES, ON_NONFINITE, SG_TARGETS, DNIOptions
+from sg_keras.placement import stage_devices
 from sg_keras.validation import ArgumentError
 
 # The flags that shape the network and its checkpoint: a run directory keeps them.
@@ -195,6 +196,11 @@ class Config:
                 if getattr(self, flag) != default:
                     fail(flag, "is not supported with --schedule=pipelined (it needs a true "
                                "backward pass through every stage).")
+            if self.devices:
+                try:
+                    stage_devices(1, self.devices)
+                except ArgumentError as error:
+                    fail("devices", error.problem)
         elif self.devices:
             fail("devices", "places the stages of --schedule=pipelined only.")
         if self.model == "cnn" and (self.synth_rank is not None or self.unlock != "none"):
