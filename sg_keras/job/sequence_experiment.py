@@ -28,6 +28,8 @@ Example:
 6
 """
 
+import signal
+import threading
 import time
 
 import keras
@@ -260,5 +262,15 @@ def run(config):
     job.run_dir.write_file("flags.json", config.to_json())
     print(f"resuming from {job.restored} (step {job.start})" if job.restored
           else f"starting a new run in {job.run_dir.path}", flush=True)
-    step = job.train()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        step = job.train()           # SIGTERM and Ctrl-C save a checkpoint first
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return job.summary(step, time.perf_counter() - started)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
