@@ -18,9 +18,9 @@ Two parts, each writing its own results:
   logical CPU devices); and this machine's pipelined vs backprop examples/s.
   Writes bench/results/pipeline_speed.{json,md}.
 
-    nice -n 10 python bench/pipeline.py accuracy                 # reported budget (~30 min here)
+    nice -n 10 python bench/pipeline.py accuracy        # reported budget (24 runs, ~1 h on the loaded 2 cores)
     nice -n 10 python bench/pipeline.py accuracy --epochs 0.2 --seeds 0   # smoke check
-    nice -n 10 python bench/pipeline.py speed
+    nice -n 10 python bench/pipeline.py speed --repeats 40 --rounds 5 --block 20   # ~12 min
 """
 
 import argparse
