@@ -56,7 +56,7 @@ def main():
         trainer = build(train_split, strategy)
         for x, y in data.train_batches(train_split, common.BATCH_SIZE, 0).take(args.steps):
             trainer.train_step(x, y)
-        result = trainer.evaluate(test_split.x, test_split.y)
+        result = trainer.evaluate(data.eval_batches(test_split))
         weights[name] = [v.numpy() for v in trainer.model.variables]
         seconds = float(np.median(times[name]))
         rows.append({"replicas": name, "ms/step": round(1000 * seconds, 2),

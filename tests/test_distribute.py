@@ -1,9 +1,12 @@
 """tf.distribute: R replicas on a global batch train exactly as one device on it (DESIGN §6.1).
 
-The module splits the CPU into two logical devices before TensorFlow starts
-its runtime (pytest imports every test module before it runs any test), so
-`MirroredStrategy` has two replicas. Run as a script it is one worker of the
-two-worker `MultiWorkerMirroredStrategy` test.
+Two logical CPU devices must be configured before TensorFlow starts, and
+would change every other test's devices, so the two-replica checks run in
+one child process (`python tests/test_distribute.py replicas OUT.json`, the
+`replica_checks` fixture): it trains on one device and on two replicas and
+reports the differences, which the tests below assert. Run as
+`python tests/test_distribute.py OUT.npz` it is one worker of the two-worker
+`MultiWorkerMirroredStrategy` test.
 """
 
 import contextlib
@@ -14,20 +17,15 @@ import socket
 import subprocess
 import sys
 
+import keras
+import numpy as np
+import pytest
 import tensorflow as tf
 
-if __name__ != "__main__":
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import sg_keras  # noqa: E402
-from conftest import REPO, batch, fcn, randomize_synthesizers  # noqa: E402
-from sg_keras import distribute  # noqa: E402
-from sg_keras.dni_model import DNIModel  # noqa: E402
+import sg_keras
+from conftest import REPO, batch, fcn, randomize_synthesizers
+from sg_keras import distribute
+from sg_keras.dni_model import DNIModel
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 GLOBAL_BATCH, STEPS = 16, 3
@@ -93,14 +91,27 @@ def reference(name):
     return _REFERENCES[name]
 
 
-def assert_same_weights(expected, model, atol=1e-5):
+def largest_difference(expected, model):
+    """The largest absolute difference between `expected` weights and `model`'s."""
     actual = list(weights(model).values())
     assert len(actual) == len(expected)
-    for a, b, variable in zip(expected, actual, model.variables):
-        np.testing.assert_allclose(b, a, rtol=0, atol=atol, err_msg=variable.path)
+    return max(float(np.abs(a - b).max()) for a, b in zip(expected, actual))
 
 
-def test_helpers_reduce_over_the_replicas():
+def largest_log_difference(logs, expected_logs):
+    """The largest relative difference between two runs' logs (their keys must match)."""
+    worst = 0.0
+    for got, want in zip(logs, expected_logs):
+        assert [k.split("/")[0] for k in got] == [k.split("/")[0] for k in want]
+        for a, b in zip(got.values(), want.values()):
+            if not (np.isnan(a) and np.isnan(b)):
+                worst = max(worst, abs(a - b) / max(abs(b), 1e-6))
+    return worst
+
+
+# The checks made in the child process (two logical CPU devices); each returns numbers.
+
+def check_helpers():
     strategy = mirrored()
     a = np.arange(8, dtype="float32").reshape(4, 2) - 3.0
     b = np.cos(np.arange(8, dtype="float32")).reshape(4, 2)
@@ -115,47 +126,34 @@ def test_helpers_reduce_over_the_replicas():
         return distribute.first_replica(strategy, strategy.run(replica))
 
     normaliser, summed, cosine = run()
-    assert float(normaliser) == 4.0
-    np.testing.assert_array_equal(summed.numpy(), a[:2] + a[2:])
-    expected = a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)
-    assert float(cosine) == pytest.approx(expected, rel=1e-6)
-    assert distribute.global_batch(a) is None and distribute.sum_over_replicas(a) is a
+    return {"normaliser": float(normaliser), "summed": summed.numpy().tolist(),
+            "cosine": float(cosine)}
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_two_replicas_of_the_trainer_make_the_steps_of_one_device(name):
+def check_trainer(name):
     expected, expected_logs = reference(name)
-    mode, options = CONFIGS[name]
-    trainer = make_trainer(mode, options, mirrored())
+    trainer = make_trainer(*CONFIGS[name], mirrored())
     logs = train(trainer, *batch(GLOBAL_BATCH * STEPS))
-    assert_same_weights(expected, trainer.model)
-    for step, (got, want) in enumerate(zip(logs, expected_logs)):
-        assert [k.split("/")[0] for k in got] == [k.split("/")[0] for k in want]
-        np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-5,
-                                   atol=1e-6, err_msg=f"logs of step {step}")
-    if options.get("update_prob"):   # the draws did vary, and agreed with one device
-        assert {log[key] for log in logs for key in log if key.startswith("updated/")} == {0, 1}
+    return {"weights": largest_difference(expected, trainer.model),
+            "logs": largest_log_difference(logs, expected_logs),
+            "updated": sorted({log[key] for log in logs for key in log
+                               if key.startswith("updated/")})}
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_two_replicas_of_fit_make_the_steps_of_one_device(name):
+def check_fit(name):
     expected, expected_logs = reference(name)
     mode, options = CONFIGS[name]
-    strategy = mirrored()
-    with strategy.scope():
+    with mirrored().scope():
         model = DNIModel.from_model(make_model(mode))
         model.compile(optimizer=sgd(), sg_optimizer=sgd(), loss=LOSS, mode=mode, **options)
     history = model.fit(*batch(GLOBAL_BATCH * STEPS), batch_size=GLOBAL_BATCH, shuffle=False,
                         verbose=0).history
-    assert_same_weights(expected, model)
-    assert history["loss"][0] == pytest.approx(np.mean([log["loss"] for log in expected_logs]),
-                                               rel=1e-5)
-    sg_losses = [key for key in history if key.startswith("sg_loss/")]
-    assert len(sg_losses) == 2
     expected_sg = sorted(np.mean([log[key] for log in expected_logs])
                          for key in expected_logs[0] if key.startswith("sg_loss/"))
-    np.testing.assert_allclose(sorted(history[key][0] for key in sg_losses), expected_sg,
-                               rtol=1e-5)
+    sg = sorted(history[key][0] for key in history if key.startswith("sg_loss/"))
+    return {"weights": largest_difference(expected, model),
+            "loss": [history["loss"][0], float(np.mean([log["loss"] for log in expected_logs]))],
+            "sg_loss": [sg, expected_sg]}
 
 
 def nan_on_the_second_replica():
@@ -164,53 +162,136 @@ def nan_on_the_second_replica():
     return x, y
 
 
-def test_a_nan_on_one_replica_skips_the_step_on_all():
+def check_skip():
     x, y = nan_on_the_second_replica()
     single = make_trainer("dni", {"on_nonfinite": "skip"})
     trainer = make_trainer("dni", {"on_nonfinite": "skip"}, mirrored())
-    before = weights(trainer.model)
-    logs = train(trainer, x, y, steps=[0])
-    assert logs[0]["skipped"] == 1.0
-    for path, value in weights(trainer.model).items():
-        np.testing.assert_array_equal(value, before[path], err_msg=path)
+    before = list(weights(trainer.model).values())
+    skipped = train(trainer, x, y, steps=[0])[0]["skipped"]
+    unchanged = largest_difference(before, trainer.model)
     train(trainer, x, y, steps=[1])
     train(single, x, y, steps=[0, 1])
-    assert_same_weights(list(weights(single.model).values()), trainer.model)
-    assert int(trainer.optimizer.iterations.numpy()) == 1
+    return {"skipped": skipped, "changed_by_the_bad_step": unchanged,
+            "after_the_next_step": largest_difference(list(weights(single.model).values()),
+                                                      trainer.model),
+            "iterations": int(trainer.optimizer.iterations.numpy())}
 
 
-def test_a_nan_on_one_replica_stops_fit_and_the_trainer_with_nothing_applied():
+def check_raise():
     x, y = nan_on_the_second_replica()
     trainer = make_trainer("dni", {}, mirrored())
-    before = weights(trainer.model)
-    with pytest.raises(sg_keras.NonFiniteError, match="step 0"):
+    before = list(weights(trainer.model).values())
+    result = {}
+    try:
         train(trainer, x, y, steps=[0])
-    strategy = mirrored()
-    with strategy.scope():
+    except sg_keras.NonFiniteError as error:
+        result["trainer"] = [error.step, largest_difference(before, trainer.model)]
+    with mirrored().scope():
         model = DNIModel.from_model(make_model("dni"))
         model.compile(optimizer=sgd(), sg_optimizer=sgd(), loss=LOSS)
-    with pytest.raises(sg_keras.NonFiniteError, match="step 0"):
+    try:
         model.fit(x[:GLOBAL_BATCH], y[:GLOBAL_BATCH], batch_size=GLOBAL_BATCH, verbose=0)
-    for model_state in (weights(trainer.model), weights(model)):
-        for value, expected in zip(model_state.values(), before.values()):
-            np.testing.assert_array_equal(value, expected)
+    except sg_keras.NonFiniteError as error:
+        result["fit"] = [error.step, largest_difference(before, model)]
+    return result
 
 
-def test_a_checkpoint_saved_and_restored_under_the_strategy_resumes_the_run(tmp_path):
+def check_checkpoint(directory):
     mode, options = CONFIGS["dni_schedule"]
     x, y = batch(GLOBAL_BATCH * STEPS)
     trainer = make_trainer(mode, options, mirrored())
     train(trainer, x, y, steps=[0, 1])
-    path = trainer.checkpoint.save(str(tmp_path / "ckpt"))
+    path = trainer.checkpoint.save(os.path.join(directory, "ckpt"))
     # Another initialisation and seed: everything must come from the checkpoint.
     resumed = make_trainer(mode, {**options, "seed": 9}, mirrored(), seed=7)
     resumed.checkpoint.restore(path).assert_consumed()
     train(resumed, x, y, steps=[2])
-    assert_same_weights(reference("dni_schedule")[0], resumed.model)
+    return {"weights": largest_difference(reference("dni_schedule")[0], resumed.model)}
+
+
+def replica_checks(out_path):
+    """Every check on two logical CPU devices; writes their numbers to `out_path` (JSON)."""
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    results = {"helpers": check_helpers(), "skip": check_skip(), "raise": check_raise(),
+               "checkpoint": check_checkpoint(os.path.dirname(out_path))}
+    for name in CONFIGS:
+        results[f"trainer/{name}"] = check_trainer(name)
+        results[f"fit/{name}"] = check_fit(name)
+    with open(out_path, "w", encoding="utf-8") as handle:
+        json.dump(results, handle)
+
+
+def run_child(args, env=None):
+    return subprocess.Popen([sys.executable, __file__, *map(str, args)], cwd=REPO,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                 "CUDA_VISIBLE_DEVICES": "", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=480):
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-3000:]
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("replicas") / "checks.json"
+    finish(run_child(["replicas", out]))
+    with open(out, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_helpers_reduce_over_the_replicas(checks):
+    a = np.arange(8, dtype="float32").reshape(4, 2) - 3.0
+    b = np.cos(np.arange(8, dtype="float32")).reshape(4, 2)
+    result = checks["helpers"]
+    assert result["normaliser"] == 4.0   # the global batch: 2 replicas of 2
+    np.testing.assert_array_equal(result["summed"], a[:2] + a[2:])
+    expected = a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b)
+    assert result["cosine"] == pytest.approx(expected, rel=1e-6)
+    assert distribute.global_batch(a) is None and distribute.sum_over_replicas(a) is a
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_two_replicas_of_the_trainer_make_the_steps_of_one_device(checks, name):
+    result = checks[f"trainer/{name}"]
+    assert result["weights"] < 1e-5
+    assert result["logs"] < 1e-5   # loss, accuracy, sg_loss, cosine, updated, skipped
+    if CONFIGS[name][1].get("update_prob"):   # the draws did vary, and agreed with one device
+        assert result["updated"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_two_replicas_of_fit_make_the_steps_of_one_device(checks, name):
+    result = checks[f"fit/{name}"]
+    assert result["weights"] < 1e-5
+    assert result["loss"][0] == pytest.approx(result["loss"][1], rel=1e-5)
+    sg_losses, expected = result["sg_loss"]
+    assert len(sg_losses) == 2
+    np.testing.assert_allclose(sg_losses, expected, rtol=1e-5)
+
+
+def test_a_nan_on_one_replica_skips_the_step_on_all(checks):
+    result = checks["skip"]
+    assert result["skipped"] == 1.0
+    assert result["changed_by_the_bad_step"] == 0.0
+    assert result["after_the_next_step"] < 1e-5 and result["iterations"] == 1
+
+
+def test_a_nan_on_one_replica_stops_fit_and_the_trainer_with_nothing_applied(checks):
+    assert checks["raise"] == {"trainer": [0, 0.0], "fit": [0, 0.0]}
+
+
+def test_a_checkpoint_saved_and_restored_under_the_strategy_resumes_the_run(checks):
+    assert checks["checkpoint"]["weights"] < 1e-5
 
 
 def test_bad_arguments_under_a_strategy_are_named():
-    strategy = mirrored()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     outside = make_model("dni")
     with pytest.raises(ValueError, match="`model`: variables made outside"):
         sg_keras.DNITrainer(outside, "dni", strategy=strategy)
@@ -247,20 +328,14 @@ def worker(out_path):
 def test_two_worker_processes_train_as_one_process(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     outputs = [tmp_path / f"worker{index}.npz" for index in range(2)]
-    processes = []
-    for index, out in enumerate(outputs):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-               "TF_CONFIG": json.dumps({"cluster": cluster,
-                                        "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen(
-            [sys.executable, __file__, str(out)], env=env, cwd=REPO,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    workers = [run_child([out], env={"TF_CONFIG": json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}})})
+        for index, out in enumerate(outputs)]
     try:
-        for process in processes:
-            output, _ = process.communicate(timeout=240)
-            assert process.returncode == 0, output[-3000:]
+        for process in workers:
+            finish(process, timeout=240)
     finally:
-        for process in processes:
+        for process in workers:
             process.kill()
     first, second = ([data[f"arr_{i}"] for i in range(len(data.files))]
                      for data in (np.load(out) for out in outputs))
@@ -273,4 +348,7 @@ def test_two_worker_processes_train_as_one_process(tmp_path):
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1])
+    if sys.argv[1] == "replicas":
+        replica_checks(sys.argv[2])
+    else:
+        worker(sys.argv[1])
