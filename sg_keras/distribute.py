@@ -26,7 +26,8 @@ unchanged; inside `strategy.run` (of any number of replicas):
 
 >>> global_batch(tf.zeros([8, 3])) is None     # no strategy: the local batch
 True
->>> float(cosine_from_parts(cosine_parts(tf.constant([3.0, 4.0]), tf.constant([4.0, 3.0]))))
+>>> round(float(cosine_from_parts(cosine_parts(tf.constant([3.0, 4.0]),
+...                                             tf.constant([4.0, 3.0])))), 6)
 0.96
 """
 
