@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from sg_keras import dni_maths
 from sg_keras.engine import _module_optimizer, clone_optimizer
+from sg_keras.log_window import LogWindow
 from sg_keras.metrics import sparse_accuracy
 from sg_keras.model_parts import context_dim_of, label_context
 from sg_keras.options import DNIOptions, Mode
@@ -152,8 +153,9 @@ class PipelinedTrainer:
             stage_optimizers=self.stage_optimizers,
             synthesizer_optimizers=self.synthesizer_optimizers, pipe=self.pipe, step=self.step,
             rng=self.rng)
-        self._train = tf.function(self._train_batch, jit_compile=bool(jit_compile),
-                                  reduce_retracing=True)
+        self.log_window = LogWindow()   # the step's logs, summed on the device (see DNITrainer)
+        self._train = tf.function(lambda x, y: self.log_window.add(self._train_batch(x, y)),
+                                  jit_compile=bool(jit_compile), reduce_retracing=True)
         self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
 
     @property

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from sg_keras import distribute
 from sg_keras.engine import StepEngine, clone_optimizer
+from sg_keras.log_window import LogWindow
 from sg_keras.metrics import interception_keys, sparse_accuracy
 from sg_keras.options import DNIOptions, OnNonFinite
 
@@ -78,6 +79,9 @@ class DNITrainer:
     returns Python floats. `trainer.checkpoint` is a `tf.train.Checkpoint` of
     all the state: model (synthesizers included), every optimizer, the step
     and the seed of the update draws. `trainer.options` is the `DNIOptions`.
+    Every step also adds its logs to `trainer.log_window` on the device: a
+    loop calls `trainer.log_window.read()` at its log points for the means
+    since the previous read (cosines over the measured steps only).
 
     Example:
 
@@ -120,7 +124,9 @@ class DNITrainer:
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
             module_optimizers=self.engine.module_optimizers, step=self.step,
             seed=self.engine.seed)
-        self._train = tf.function(self._train_batch if strategy is None else self._train_replicas,
+        self.log_window = LogWindow()
+        train = self._train_batch if strategy is None else self._train_replicas
+        self._train = tf.function(lambda x, y: self.log_window.add(train(x, y)),
                                   jit_compile=self.jit_compile, reduce_retracing=True)
         self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
         self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)

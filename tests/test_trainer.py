@@ -342,3 +342,16 @@ def test_nonfinite_variables_names_an_overflowed_weight():
     assert trainer.nonfinite_variables() == []
     model.layers[2].kernel.assign(np.full((16, 5), np.inf, "float32"))
     assert trainer.nonfinite_variables() == [model.layers[2].kernel.path]
+
+
+def test_log_window_holds_the_means_since_the_last_read():
+    model = fcn(batch_norm=False)
+    randomize_synthesizers(model)
+    trainer = sg_keras.DNITrainer(model, mode="dni", measure_every=2)
+    x, y = batch()
+    logs = [trainer.train_step(x, y) for _ in range(3)]   # steps 0 and 2 measure
+    means = trainer.log_window.read()
+    assert means["loss"] == pytest.approx(np.mean([float(log["loss"]) for log in logs]), rel=1e-6)
+    key = f"cosine/{model.layers[1].name}"
+    assert means[key] == pytest.approx(np.nanmean([float(log[key]) for log in logs]), rel=1e-5)
+    assert trainer.log_window.read() == {}

@@ -242,7 +242,13 @@ class _Run:
         self.summaries.flush()
 
     def save_checkpoint(self, step):
-        """Saves a checkpoint, unless an update overflowed: then stops, saving nothing."""
+        """Saves a checkpoint, unless a step was refused for NaN/Inf (under XLA no step raises)
+        or an update overflowed: then stops, saving nothing."""
+        if isinstance(self.trainer, DNITrainer):
+            try:
+                self.trainer.check_finite()
+            except NonFiniteError as error:
+                raise self.stopped(error) from error
         bad = self.trainer.nonfinite_variables()
         if bad:
             raise RunError(f"NaN/Inf in the weights after step {step - 1}: {'; '.join(bad)}. An "
@@ -250,34 +256,28 @@ class _Run:
                            f"checkpoint ({self.checkpoints.latest or 'none yet'}) is intact.")
         return self.checkpoints.save()
 
+    def stopped(self, error):
+        """The `RunError` of a NaN/Inf step: the last checkpoint is intact."""
+        return RunError(f"{error} Stopped; the last checkpoint "
+                        f"({self.checkpoints.latest or 'none yet'}) is intact.")
+
     def train(self):
         config, trainer = self.config, self.trainer
         step = self.start
         batches = iter(data.train_batches(self.train_split, config.batch_size, config.seed,
                                           self.start))
-        sums, count, cosines = {}, 0, {}
         while step < self.total:
             x, y = next(batches)
-            try:
-                logs = trainer.train_step(x, y)
+            try:   # the logs stay on the device, summed in trainer.log_window
+                trainer.train_step(x, y)
             except NonFiniteError as error:
-                raise RunError(f"{error} Stopped; the last checkpoint "
-                               f"({self.checkpoints.latest or 'none yet'}) is intact.") from error
+                raise self.stopped(error) from error
             step += 1
-            for key, value in logs.items():
-                value = float(value)
-                if not key.startswith("cosine/"):
-                    sums[key] = sums.get(key, 0.0) + value
-                elif not np.isnan(value):   # measured on this step's batch (NaN on others)
-                    cosines.setdefault(key, []).append(value)
-            count += 1
             if step % config.log_every == 0 or step == self.total:
-                means = {key: total / count for key, total in sums.items()}
+                means = trainer.log_window.read()   # cosines: over the measured steps
                 self.progress.train(step, means)
                 self.record_train(step, {**means, **self.learning_rates(),
-                                         **{key: np.mean(values) for key, values in cosines.items()},
                                          "steps_per_sec": self.progress.rate})
-                sums, count, cosines = {}, 0, {}
             if step % config.eval_every == 0 and step != self.total:
                 self.evaluate(step)
             if step % config.checkpoint_every == 0 or step == self.total:
