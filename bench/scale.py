@@ -40,7 +40,8 @@ def build(train_split, strategy):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps of each accuracy run")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="training steps of each accuracy run")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds of 20 steps")
     args = parser.parse_args()
     from sg_keras.job import data
@@ -70,9 +71,9 @@ def main():
              f"2 replicas / 1 replica throughput: {ratio:.2f}x. The two logical devices share the "
              "same CPU cores, so this is the cost of the distributed step, not a speed-up.",
              f"accuracy after {args.steps} steps on the same global batches; largest weight "
-             f"difference between the two runs: {drift:.2e} (float32 summation order, grown over the "
-             "steps: Adam moves a weight whose gradient is near 0 by up to the learning rate "
-             "per step whichever sign it gets)"]
+             f"difference between the two runs: {drift:.2e} (float32 summation order, grown "
+             "over the steps: Adam moves a weight whose gradient is near 0 by up to the "
+             "learning rate per step whichever sign it gets)"]
     common.write_results("scale", "1 vs 2 replicas (MirroredStrategy, two logical CPU devices)",
                          ["replicas", "ms/step", "examples/s", "test accuracy", "test loss"], rows,
                          notes, ratio=ratio, max_weight_difference=drift)

@@ -289,7 +289,7 @@ class StepEngine:
         return metrics
 
     def _draw_updates(self, step):
-        """Which decoupled modules update at step `step` (update_prob < 1): keyed on (seed, step)."""
+        """Which decoupled modules update at step `step` (update_prob < 1), from (seed, step)."""
         if not self._groups:
             return None
         seed = tf.stack([tf.identity(self.seed), tf.cast(step, tf.int64)])

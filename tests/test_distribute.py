@@ -26,6 +26,7 @@ import sg_keras
 from conftest import REPO, batch, fcn, randomize_synthesizers
 from sg_keras import distribute
 from sg_keras.dni_model import DNIModel
+from sg_keras.job.config import Config, ConfigError
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 GLOBAL_BATCH, STEPS = 16, 3
@@ -73,9 +74,9 @@ def weights(model):
 
 
 def train(trainer, x, y, steps=range(STEPS)):
-    return [{key: float(value) for key, value in trainer.train_step(
-        x[i * GLOBAL_BATCH:(i + 1) * GLOBAL_BATCH], y[i * GLOBAL_BATCH:(i + 1) * GLOBAL_BATCH]).items()}
-        for i in steps]
+    parts = [slice(i * GLOBAL_BATCH, (i + 1) * GLOBAL_BATCH) for i in steps]
+    return [{key: float(value) for key, value in trainer.train_step(x[part], y[part]).items()}
+            for part in parts]
 
 
 _REFERENCES = {}
@@ -306,6 +307,16 @@ def test_bad_arguments_under_a_strategy_are_named():
         distribute.make_strategy("tpu_pod")
 
 
+def test_the_job_names_a_strategy_it_cannot_run():
+    for settings, match in [
+            ({"strategy": "tpu_pod"}, "--strategy='tpu_pod': must be one of"),
+            ({"strategy": "mirrored", "jit_compile": True}, "--strategy='mirrored'"),
+            ({"strategy": "multi_worker", "schedule": "pipelined"}, "--schedule=sync")]:
+        with pytest.raises(ConfigError, match=match):
+            Config(model_dir="runs/x", **settings).validate()
+    assert Config(model_dir="runs/x", strategy="multi_worker").validate().strategy == "multi_worker"
+
+
 def free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for each in sockets:
@@ -317,7 +328,7 @@ def free_ports(count):
 
 
 def worker(out_path):
-    """One worker of `MultiWorkerMirroredStrategy` (cluster from TF_CONFIG): 3 steps, its weights."""
+    """A `MultiWorkerMirroredStrategy` worker (cluster from TF_CONFIG): 3 steps, its weights."""
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     mode, options = CONFIGS["dni_schedule"]
     trainer = make_trainer(mode, options, strategy)

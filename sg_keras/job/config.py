@@ -214,6 +214,8 @@ class Config:
             for flag, default in unsupported.items():
                 if getattr(self, flag) != default:
                     fail(flag, "is not supported with --unlock=complete.")
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"must be one of {', '.join(STRATEGIES)}.")
         if self.strategy != "default" and (self.jit_compile or self.schedule != "sync"
                                            or self.unlock != "none"):
             fail("strategy", "needs --schedule=sync, --unlock=none and no --jit_compile.")
