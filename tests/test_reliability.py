@@ -36,6 +36,7 @@ def run_args(model_dir, data_path, *extra):
             "--seed=7", *extra]
 
 
+@pytest.mark.slow   # about a minute; test_experiment.py's resume tests cover resuming
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, small_npz):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     process = subprocess.Popen([sys.executable, "train.py", *run_args(killed_dir, small_npz)],
