@@ -10,8 +10,8 @@ it times, interleaved in one process on the same in-memory MNIST batches:
 * sg backprop: `DNITrainer(mode="backprop")` on the plain model (the engine's
   guard, step counter and metrics, no synthesizers);
 * sg dni / sg cdni: `DNITrainer` with full-rank linear synthesizers;
-* sg dni r16 / sg cdni r16: rank-16 linear synthesizers
-  (`DenseSynthesizer(rank=16)`);
+* sg dni r64 / sg cdni r64: rank-64 linear synthesizers
+  (`DenseSynthesizer(rank=64)`, the rank `bench/low_rank.py` validates);
 * fit dni: `DNIModel`'s compiled `fit` step (`train_function`), full rank.
 
 Every row also gets its multiply-adds per example (dense layers only:
@@ -50,9 +50,9 @@ import sg_keras
 from sg_keras.job import networks
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-CLASSES, PIXELS, RANK = 10, 784, 16
-METHODS = ("keras fit", "keras tape", "sg backprop", "sg dni", "sg cdni", "sg dni r16",
-           "sg cdni r16", "fit dni")
+CLASSES, PIXELS, RANK = 10, 784, 64
+METHODS = ("keras fit", "keras tape", "sg backprop", "sg dni", "sg cdni", "sg dni r64",
+           "sg cdni r64", "fit dni")
 
 
 def dense_macs(depth, width):
