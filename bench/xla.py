@@ -65,8 +65,6 @@ def matmul_times(rounds, steps):
 
 def step_times(rounds, steps):
     """Median seconds per DNITrainer step, without and with XLA, for backprop and DNI."""
-    train_split, _ = common.load_mnist()
-    held = common.batches(train_split, 20)
     settings = {f"{mode}{' +XLA' if jit else ''}": {"mode": mode, "measure_every": 0,
                                                        "jit_compile": jit}
                 for mode in ("backprop", "dni") for jit in (False, True)}

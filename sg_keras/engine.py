@@ -128,7 +128,7 @@ def clone_optimizer(optimizer):
     return optimizer.__class__.from_config(optimizer.get_config())
 
 
-def _module_optimizer(optimizer):
+def module_optimizer(optimizer):
     """A copy of `optimizer` whose learning rate is always `optimizer`'s current one."""
     config = {**optimizer.get_config(), "learning_rate": lambda: optimizer.learning_rate}
     return optimizer.__class__.from_config(config)
@@ -164,7 +164,7 @@ class StepEngine:
             self.synthesizer_variables if options.mode.decoupled else [])
         grouped = (module_variables(model)
                    if options.update_prob < 1.0 and options.mode.decoupled else [])
-        self.module_optimizers = [_module_optimizer(optimizer) for _ in grouped]
+        self.module_optimizers = [module_optimizer(optimizer) for _ in grouped]
         self._groups = list(zip(self.module_optimizers, grouped))
         grouped_ids = {id(v) for variables in grouped for v in variables}
         self._free_variables = [v for v in self.network_variables if id(v) not in grouped_ids]

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras import dni_maths
-from sg_keras.engine import _module_optimizer, clone_optimizer
+from sg_keras.engine import module_optimizer, clone_optimizer
 from sg_keras.log_window import LogWindow
 from sg_keras.metrics import sparse_accuracy
 from sg_keras.model_parts import context_dim_of, label_context
@@ -137,11 +137,11 @@ class PipelinedTrainer:
         self.stage_optimizers, self.synthesizer_optimizers = [], []
         for stage in self.stages:
             with tf.device(stage.device):
-                optimizer = _module_optimizer(self.optimizer)
+                optimizer = module_optimizer(self.optimizer)
                 optimizer.build(stage.network_variables)
                 self.stage_optimizers.append(optimizer)
                 if stage.boundary is not None:
-                    sg_optimizer = _module_optimizer(self.sg_optimizer)
+                    sg_optimizer = module_optimizer(self.sg_optimizer)
                     sg_optimizer.build(stage.synthesizer_variables)
                     self.synthesizer_optimizers.append(sg_optimizer)
         self._shapes = [tuple(b.output.shape[1:]) for b in boundaries]

@@ -63,6 +63,7 @@ def test_streams_continue_across_batches_and_resume():
     np.testing.assert_array_equal(x0[:, 0], [0, 33, 66])
     resumed = next(tasks.stream_batches(ids, batch=3, length=5, start=1))
     np.testing.assert_array_equal(resumed[0], x1)
+    np.testing.assert_array_equal(resumed[1], y1)
 
 
 def test_local_text_and_its_errors(tmp_path):
