@@ -117,7 +117,7 @@ def dni_gradients(model, loss_fn, x, y, variables, *, context=None, enabled=True
     return StepResult(loss, predictions, gradients, interceptions, true_gradients)
 
 
-def _restore(variables, values):
+def restore(variables, values):
     """Puts back values that a forward pass wrote (BatchNorm statistics)."""
     for variable, value in zip(variables, values):
         variable.assign(value)
@@ -245,7 +245,7 @@ class StepEngine:
                 self._record_failure(ok, finite, step)
 
             def skip():
-                run(lambda values: _restore(state, values), saved)
+                run(lambda values: restore(state, values), saved)
                 return tf.constant(False)
 
             tf.cond(applied, lambda: self._apply(run, gradients, updated), skip)

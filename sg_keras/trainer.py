@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras import distribute
-from sg_keras.engine import StepEngine, clone_optimizer
+from sg_keras.engine import StepEngine, clone_optimizer, restore
 from sg_keras.log_window import LogWindow
 from sg_keras.metrics import interception_keys, sparse_accuracy
 from sg_keras.options import DNIOptions, OnNonFinite
@@ -220,8 +220,7 @@ class DNITrainer:
         state = self.model.non_trainable_variables
         saved = [tf.identity(v) for v in state]
         result = self.engine.gradients(x, y, self._loss, [], measure=True)
-        for variable, value in zip(state, saved):
-            variable.assign(value)
+        restore(state, saved)
         batch = tf.cast(tf.shape(x)[0], tf.float32)
         return {key: {"activation": i.activation, "synthetic": i.synthetic,
                       "true": true_gradient * batch}

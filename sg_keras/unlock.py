@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from sg_keras import dni_maths
-from sg_keras.engine import clone_optimizer
+from sg_keras.engine import clone_optimizer, restore
 from sg_keras.interception import GradientInterception
 from sg_keras.layers import DecoupledLayer
 from sg_keras.metrics import sparse_accuracy
@@ -174,8 +174,7 @@ class CompleteUnlockTrainer(DNITrainer):
                     synthetic, target, normaliser))))
             logs[f"sg_loss/{layer.name}"] = dni_maths.synthesizer_loss(synthetic, target,
                                                                       normaliser)
-        for variable, value in zip(state, saved):   # statistics: the real chain's
-            variable.assign(value)
+        restore(state, saved)   # statistics: the real chain's
         network, synthesizers = self.engine.network_variables, self.engine.synthesizer_variables
         self.optimizer.apply([grads[id(v)] for v in network], network)
         self.sg_optimizer.apply([sg_grads[id(v)] for v in synthesizers], synthesizers)
