@@ -16,10 +16,14 @@ step. The engine
   and its parts), every later step is refused too (the state stays that of
   the bad step), and the step raises through a graph assertion where the
   runtime supports one (not under XLA); `raise_if_nonfinite()` raises
-  `NonFiniteError` from the record at any host sync;
+  `NonFiniteError` from the record at any host sync. With
+  `on_nonfinite="skip_module"` each decoupled module (its gradients, ĝ and
+  statistics), the rest of the network (with the loss) and the synthesizers
+  are checked and applied on their own: a module's update then waits for no
+  op above its interception (the op-level update unlocking of DESIGN §6.2);
 * applies the updates: the network with `optimizer` (with `update_prob < 1`
-  each decoupled module with its own copy, drawn per step), the synthesizers
-  with `sg_optimizer`.
+  or `skip_module` each decoupled module with its own copy, drawn per step;
+  the lower modules first), the synthesizers with `sg_optimizer`.
 
 Where the other executors plug in: a distributed step calls `engine.step`
 per replica (inside `strategy.run`) with `normaliser` = the global batch
@@ -35,16 +39,17 @@ import tensorflow as tf
 
 from sg_keras import distribute
 from sg_keras.interception import SYNTHETIC_PASS, TRUE_PASS, BackwardPass, GradientInterception
-from sg_keras.metrics import finiteness_sums, interception_keys
+from sg_keras.metrics import finiteness_parts, interception_keys, part_sum
 from sg_keras.model_parts import (context_dim_of, decoupled_layers, float_state, label_context,
-                                  module_variables, split_variables)
+                                  module_state, module_variables, split_variables)
 from sg_keras.options import STEP_KINDS, OnNonFinite
 
 StepResult = collections.namedtuple(
     "StepResult", ["loss", "predictions", "gradients", "interceptions", "true_gradients"])
 
 _Computed = collections.namedtuple(
-    "_Computed", ["loss", "predictions", "gradients", "sums", "metrics", "measured"])
+    "_Computed", ["loss", "predictions", "gradients", "sums", "group_sums", "metrics",
+                  "measured"])
 
 StepOutput = collections.namedtuple(
     "StepOutput", ["loss", "predictions", "metrics", "measured", "applied", "updated"])
@@ -55,7 +60,8 @@ metrics: `{"sg_loss/LAYER": ..., "cosine/LAYER": ...}`; the cosine keys exist
     when the options measure at all, and read 0 on steps that do not.
 measured: whether this step measured the cosines.
 applied: whether the step's update was applied (False for a non-finite step).
-updated: per decoupled module, whether it updated (None unless update_prob < 1).
+updated: per decoupled module, whether it updated (None unless update_prob < 1
+    or on_nonfinite="skip_module").
 """
 
 
@@ -162,12 +168,15 @@ class StepEngine:
         self.network_variables, self.synthesizer_variables = split_variables(model)
         self.variables = self.network_variables + (
             self.synthesizer_variables if options.mode.decoupled else [])
-        grouped = (module_variables(model)
-                   if options.update_prob < 1.0 and options.mode.decoupled else [])
+        self.per_module = options.on_nonfinite.per_module
+        grouped = (module_variables(model) if options.mode.decoupled and (
+            options.update_prob < 1.0 or self.per_module) else [])
         self.module_optimizers = [module_optimizer(optimizer) for _ in grouped]
         self._groups = list(zip(self.module_optimizers, grouped))
         grouped_ids = {id(v) for variables in grouped for v in variables}
         self._free_variables = [v for v in self.network_variables if id(v) not in grouped_ids]
+        self._group_state = module_state(model) if self.per_module else []
+        self._group_of = self._update_groups(grouped)
         pairs = [(optimizer, self._free_variables), (sg_optimizer, self.synthesizer_variables)]
         for each, variables in pairs + self._groups:
             if not each.built:
@@ -221,17 +230,43 @@ class StepEngine:
         measure, regress_on_true = STEP_KINDS[kind]
         result = self.gradients(x, y, loss_fn, self.variables, measure=measure,
                                 regress_on_true=regress_on_true, normaliser=normaliser)
-        sums = finiteness_sums(result.loss, result.interceptions, self.variables,
-                               result.gradients, state)
-        self.part_names = list(sums)
-        return _Computed(result.loss, result.predictions, result.gradients,
-                         tf.stack(list(sums.values())), self._metric_parts(result),
+        parts = finiteness_parts(result.loss, result.interceptions, self.variables,
+                                 result.gradients, state)
+        self.part_names = [name for name, _, _ in parts]
+        sums = [part_sum(value) for _, _, value in parts]
+        return _Computed(result.loss, result.predictions, result.gradients, tf.stack(sums),
+                         self._group_sums(parts, sums), self._metric_parts(result),
                          tf.constant(measure))
+
+    def _update_groups(self, grouped):
+        """With `on_nonfinite="skip_module"`, the update group of each part's owner (see
+        `finiteness_parts`): module k is k, the rest of the network (and the loss) one
+        group after the modules, the synthesizers the last; None otherwise."""
+        if not self.per_module:
+            return None
+        rest, synthesizers = len(grouped), len(grouped) + 1
+        group_of = {id(v): synthesizers for v in self.synthesizer_variables}
+        for index, (layer, variables, statistics) in enumerate(
+                zip(self.layers, grouped, self._group_state)):
+            group_of.update({id(owner): index for owner in [layer, *variables, *statistics]})
+        return lambda owner: group_of.get(id(owner), rest)
+
+    def _group_sums(self, parts, sums):
+        """Per update group, its parts' sums stacked on their own (so that deciding a
+        module's update reads nothing of the others); () unless `skip_module`."""
+        if self._group_of is None:
+            return ()
+        groups = [[] for _ in range(len(self._groups) + 2)]
+        for (_, owner, _), value in zip(parts, sums):
+            groups[self._group_of(owner)].append(value)
+        return [tf.stack(group) if group else tf.zeros([0]) for group in groups]
 
     def _conclude(self, computed, step, state, saved):
         """Decides, applies (or skips) and reports a step: the same on every replica."""
-        finite = distribute.all_finite(computed.sums)
         updated = self._draw_updates(step)
+        if self.per_module:
+            return self._conclude_per_module(computed, state, saved, updated)
+        finite = distribute.all_finite(computed.sums)
         ok = tf.reduce_all(finite)
         applied = ok
         raising = self.options.on_nonfinite is OnNonFinite.RAISE
@@ -245,19 +280,64 @@ class StepEngine:
                 self._record_failure(ok, finite, step)
 
             def skip():
-                run(lambda values: restore(state, values), saved)
-                return tf.constant(False)
+                return tf.logical_not(self._put_back(run, state, saved))
 
-            tf.cond(applied, lambda: self._apply(run, gradients, updated), skip)
+            def apply():
+                self._apply(run, gradients, updated)
+                return tf.constant(True)
+
+            tf.cond(applied, apply, skip)
 
         distribute.in_cross_replica(finish, [applied, ok, finite, step, updated],
                                     (computed.gradients, saved))
-        metrics = {key: distribute.cosine_from_parts(value) if key.startswith("cosine/") else value
-                   for key, value in distribute.sum_over_replicas(computed.metrics).items()}
         if raising:
             tf.debugging.Assert(applied, ["sg_keras: a training step held NaN/Inf"])
-        return StepOutput(computed.loss, computed.predictions, metrics, computed.measured,
-                          applied, None if updated is None else updated & applied)
+        return StepOutput(computed.loss, computed.predictions, self._metrics(computed),
+                          computed.measured, applied,
+                          None if updated is None else updated & applied)
+
+    def _conclude_per_module(self, computed, state, saved, updated):
+        """`_conclude` for `on_nonfinite="skip_module"`: each update group (module, rest of
+        the network, synthesizers) applies its update when its own parts are finite (and,
+        for a module, when drawn), else puts back its statistics."""
+        oks = [tf.reduce_all(distribute.all_finite(sums)) for sums in computed.group_sums]
+        modules = len(self._groups)
+        gates = [ok & updated[index] if updated is not None else ok
+                 for index, ok in enumerate(oks[:modules])]
+        optimizers = [optimizer for optimizer, _ in self._groups] + [self.optimizer,
+                                                                     self.sg_optimizer]
+        groups = [variables for _, variables in self._groups] + [self._free_variables,
+                                                                 self.synthesizer_variables]
+        grouped = {id(v) for statistics in self._group_state for v in statistics}
+        statistics = self._group_state + [[v for v in state if id(v) not in grouped], []]
+
+        def finish(run, agreed, own):
+            oks, gates = agreed
+            gradients, saved = own
+            by_id = {id(v): g for v, g in zip(self.variables, gradients)}
+            saved_of = {id(v): value for v, value in zip(state, saved)}
+            # lower modules first: none of them then waits for an update above it
+            for optimizer, variables, gate in zip(optimizers, groups, gates + oks[modules:]):
+                tf.cond(gate, lambda o=optimizer, v=variables: self._apply_group(run, o, v, by_id),
+                        lambda: tf.constant(False))
+            for ok, own_state in zip(oks, statistics):
+                if own_state:
+                    tf.cond(ok, lambda: tf.constant(False), lambda s=own_state: self._put_back(
+                        run, s, [saved_of[id(v)] for v in s]))
+
+        distribute.in_cross_replica(finish, [oks, gates], (computed.gradients, saved))
+        return StepOutput(computed.loss, computed.predictions, self._metrics(computed),
+                          computed.measured, tf.reduce_all(tf.stack(oks)), tf.stack(gates))
+
+    def _metrics(self, computed):
+        """The step's metrics, summed over the replicas (the cosine from its summed parts)."""
+        return {key: distribute.cosine_from_parts(value) if key.startswith("cosine/") else value
+                for key, value in distribute.sum_over_replicas(computed.metrics).items()}
+
+    @staticmethod
+    def _put_back(run, statistics, values):
+        run(lambda values: restore(statistics, values), values)
+        return tf.constant(True)
 
     def _record_failure(self, ok, finite, step):
         if self._nonfinite_parts is None:
@@ -303,18 +383,18 @@ class StepEngine:
         `distribute.in_cross_replica`).
         """
         by_id = {id(v): g for v, g in zip(self.variables, gradients)}
-
-        def apply(optimizer, variables):
-            run(lambda grads: optimizer.apply(grads, variables),
-                [by_id[id(v)] for v in variables])
-            return tf.constant(True)
-
-        apply(self.optimizer, self._free_variables)
         for index, (optimizer, variables) in enumerate(self._groups):
-            tf.cond(updated[index], lambda o=optimizer, v=variables: apply(o, v),
+            tf.cond(updated[index],
+                    lambda o=optimizer, v=variables: self._apply_group(run, o, v, by_id),
                     lambda: tf.constant(False))
+        self._apply_group(run, self.optimizer, self._free_variables, by_id)
         if self.options.mode.decoupled:
-            apply(self.sg_optimizer, self.synthesizer_variables)
+            self._apply_group(run, self.sg_optimizer, self.synthesizer_variables, by_id)
+
+    @staticmethod
+    def _apply_group(run, optimizer, variables, gradient_of):
+        """`optimizer.apply` to `variables` on every replica (`gradient_of`: id → gradient)."""
+        run(lambda grads: optimizer.apply(grads, variables), [gradient_of[id(v)] for v in variables])
         return tf.constant(True)
 
     def raise_if_nonfinite(self):

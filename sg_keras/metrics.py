@@ -28,19 +28,34 @@ def sparse_accuracy(y, predictions):
     return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32))
 
 
+def finiteness_parts(loss, interceptions, variables, gradients, state=()):
+    """Every part of a step the NaN/Inf guard checks, as `(name, owner, tensor)`.
+
+    The parts are the loss (owner None), each layer's ĝ (owner: its
+    `DecoupledLayer`), each gradient (owner: its variable) and each statistic
+    in `state` (owner: the variable itself); the names say which part went wrong.
+    """
+    parts = [("loss", None, loss)]
+    for key, interception in zip(interception_keys(interceptions), interceptions):
+        parts.append((f"synthetic gradient of {key}", interception.layer, interception.synthetic))
+    for variable, gradient in zip(variables, gradients):
+        if gradient is not None:
+            parts.append((f"gradient of {variable.path}", variable, gradient))
+    parts += [(f"statistic {variable.path}", variable, variable) for variable in state]
+    return parts
+
+
 def finiteness_sums(loss, interceptions, variables, gradients, state=()):
     """Named sums of every part of a step: NaN/Inf in a part makes its sum non-finite.
 
-    One cheap reduction per part (the loss, each layer's ĝ, each gradient,
-    each statistic in `state`); the names tell which part went wrong. A sum
-    that overflows is flagged too, rightly.
+    One cheap reduction per part of `finiteness_parts`. A sum that overflows
+    is flagged too, rightly.
     """
-    parts = {"loss": loss}
-    for key, interception in zip(interception_keys(interceptions), interceptions):
-        parts[f"synthetic gradient of {key}"] = interception.synthetic
-    for variable, gradient in zip(variables, gradients):
-        if gradient is not None:
-            parts[f"gradient of {variable.path}"] = gradient
-    for variable in state:
-        parts[f"statistic {variable.path}"] = variable
-    return {name: tf.reduce_sum(tf.cast(value, tf.float32)) for name, value in parts.items()}
+    return {name: part_sum(value)
+            for name, _, value in finiteness_parts(loss, interceptions, variables, gradients,
+                                                   state)}
+
+
+def part_sum(value):
+    """The float32 sum of a tensor: non-finite when any element is."""
+    return tf.reduce_sum(tf.cast(value, tf.float32))

@@ -27,14 +27,24 @@ def split_variables(model):
     return network, synthesizer
 
 
-def module_variables(model):
-    """Per decoupled layer, the trainable variables of its wrapped module (each counted once)."""
+def _per_module(model, variables_of):
+    """Per decoupled layer, `variables_of(wrapped layer)`, each variable counted once."""
     groups, seen = [], set()
     for layer in decoupled_layers(model):
-        variables = [v for v in layer.layer.trainable_variables if id(v) not in seen]
+        variables = [v for v in variables_of(layer.layer) if id(v) not in seen]
         seen.update(id(v) for v in variables)
         groups.append(variables)
     return groups
+
+
+def module_variables(model):
+    """Per decoupled layer, the trainable variables of its wrapped module (each counted once)."""
+    return _per_module(model, lambda layer: layer.trainable_variables)
+
+
+def module_state(model):
+    """Per decoupled layer, the float statistics of its wrapped module (e.g. BatchNorm's)."""
+    return _per_module(model, float_state)
 
 
 def context_dim_of(model):

@@ -62,10 +62,23 @@ class SGTarget(_Choice):
 
 
 class OnNonFinite(_Choice):
-    """What a step holding NaN/Inf does (it never applies its update)."""
+    """What a step holding NaN/Inf does (it never applies a non-finite update).
+
+    "raise" and "skip" decide for the whole step: it applies everything or
+    nothing, so every update waits for the check of every part. "skip_module"
+    lets each decoupled module decide on its own parts (its gradients, its ĝ,
+    its statistics): a module skips only its own non-finite update, and its
+    update waits for nothing above its interception (DESIGN §6.2).
+    """
 
     RAISE = "raise"
     SKIP = "skip"
+    SKIP_MODULE = "skip_module"
+
+    @property
+    def per_module(self):
+        """True when each decoupled module decides on its own update."""
+        return self is OnNonFinite.SKIP_MODULE
 
 
 MODES = tuple(m.value for m in Mode)
@@ -99,7 +112,7 @@ class DNIOptions:
         update_prob: probability in (0, 1] that a decoupled module updates.
         sg_clip_norm: per-example L2 bound of the applied synthetic gradient,
             or None.
-        on_nonfinite: "raise" or "skip" (an `OnNonFinite`).
+        on_nonfinite: "raise", "skip" or "skip_module" (an `OnNonFinite`).
     """
 
     mode: Mode = Mode.DNI
@@ -126,7 +139,8 @@ class DNIOptions:
             synthetic_only = {"sg_target": self.sg_target != SGTarget.BOOTSTRAP,
                               "true_gradient_every": self.true_gradient_every,
                               "update_prob": self.update_prob < 1.0,
-                              "bp_lambda": self.bp_lambda, "sg_clip_norm": self.sg_clip_norm}
+                              "bp_lambda": self.bp_lambda, "sg_clip_norm": self.sg_clip_norm,
+                              "on_nonfinite": self.on_nonfinite.per_module}
             used = [name for name, value in synthetic_only.items() if value]
             if used:
                 raise ArgumentError(used[0], "has no effect with `mode`='backprop' (no synthetic "

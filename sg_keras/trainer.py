@@ -56,7 +56,14 @@ class DNITrainer:
             and the parts (from `train_step`; under XLA from the next
             `check_finite()`, and every step after the bad one is refused
             until then), "skip" goes on (the step still counts, and
-            `logs["skipped"]` is 1). An update that itself overflows is
+            `logs["skipped"]` is 1). "skip_module" decides per update group
+            instead of per step: each decoupled module (its gradients, ĝ and
+            statistics), the rest of the network (with the loss) and the
+            synthesizers skip only their own non-finite update, and a
+            module's update waits for no op above its interception (update
+            unlocking on placed devices; `logs["skipped"]` is 1 when any
+            group skipped, `updated/LAYER` says which modules applied).
+            An update that itself overflows is
             caught by `nonfinite_variables()`, which a loop should call
             before it saves a checkpoint.
         seed: seed of the update-probability draws.
@@ -75,7 +82,8 @@ class DNITrainer:
     them (no host round trip): `loss`, `accuracy`, `sg_loss/LAYER` per
     decoupled layer, `cosine/LAYER` when `measure_every` or a true target is
     set (NaN on steps that do not measure), `updated/LAYER` when
-    `update_prob < 1` and `skipped` with `on_nonfinite="skip"`. `evaluate`
+    `update_prob < 1` or `on_nonfinite="skip_module"`, and `skipped` with
+    `on_nonfinite="skip"` or `"skip_module"`. `evaluate`
     returns Python floats. `trainer.checkpoint` is a `tf.train.Checkpoint` of
     all the state: model (synthesizers included), every optimizer, the step
     and the seed of the update draws. `trainer.options` is the `DNIOptions`.
@@ -180,7 +188,7 @@ class DNITrainer:
         for layer, updated in zip(self.engine.layers if out.updated is not None else [],
                                   tf.unstack(out.updated) if out.updated is not None else []):
             logs[f"updated/{layer.name}"] = tf.cast(updated, tf.float32)
-        if self.options.on_nonfinite is OnNonFinite.SKIP:
+        if self.options.on_nonfinite is not OnNonFinite.RAISE:
             logs["skipped"] = 1.0 - tf.cast(out.applied, tf.float32)
         return logs
 

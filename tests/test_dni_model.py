@@ -65,6 +65,7 @@ def optimizer_state(optimizers):
     ("dni", {"sg_clip_norm": 0.05}),
     ("cdni", {"update_prob": 0.5, "seed": 4}),
     ("dni", {"update_prob": 0.5, "sg_clip_norm": 1.0, "on_nonfinite": "skip", "seed": 1}),
+    ("cdni", {"on_nonfinite": "skip_module", "measure_every": 2}),
 ])
 def test_fit_makes_the_same_steps_as_the_trainer(mode, options):
     context_dim = 5 if mode == "cdni" else None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import sg_keras
-from conftest import batch, fcn
+from conftest import batch, fcn, randomize_synthesizers
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -68,3 +68,47 @@ def test_fit_can_skip_nonfinite_steps():
     for a, b in zip(head, model.layers[-1].trainable_variables):
         np.testing.assert_array_equal(a, b.numpy())
     assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def sgd_trainer(model, on_nonfinite):
+    return sg_keras.DNITrainer(model, mode="dni", optimizer=keras.optimizers.Adam(1e-2),
+                               sg_optimizer=keras.optimizers.Adam(1e-2), on_nonfinite=on_nonfinite)
+
+
+def test_skip_module_on_healthy_steps_updates_as_the_whole_step_guard():
+    """Per-module optimizers and guards change nothing while every part is finite."""
+    reference, model = fcn(), fcn()
+    whole, per_module = sgd_trainer(reference, "raise"), sgd_trainer(model, "skip_module")
+    x, y = batch(32)
+    for start in range(0, 32, 8):
+        whole.train_step(x[start:start + 8], y[start:start + 8])
+        logs = per_module.train_step(x[start:start + 8], y[start:start + 8])
+    assert float(logs["skipped"]) == 0.0
+    for a, b in zip(reference.variables, model.variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7, err_msg=b.path)
+
+
+def test_skip_module_skips_only_the_groups_holding_nan():
+    """ĝ of the second module is NaN: that module and the synthesizers (whose targets carry
+    the NaN down) keep their weights and statistics; the first module (updated from its own
+    ĝ) and the head (from the loss) make exactly the update of a healthy model."""
+    healthy, model = fcn(), fcn()
+    for each in (healthy, model):
+        randomize_synthesizers(each)
+    x, y = batch(16)
+    sgd_trainer(healthy, "skip_module").train_step(x, y)
+    poison(model)
+    before = [v.numpy().copy() for v in model.variables]
+    logs = sgd_trainer(model, "skip_module").train_step(x, y)
+    assert float(logs["skipped"]) == 1.0
+    assert [float(logs[f"updated/{layer.name}"]) for layer in model.layers[:2]] == [1.0, 0.0]
+    first, second, head = model.layers
+    kept = second.layer.variables + first.synthesizer.variables + second.synthesizer.variables
+    kept_ids = {id(v) for v in kept}
+    for variable, old, reference in zip(model.variables, before, healthy.variables):
+        if id(variable) in kept_ids:
+            np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
+        elif variable.trainable:
+            np.testing.assert_allclose(variable.numpy(), reference.numpy(), rtol=1e-6,
+                                       err_msg=variable.path)
+            assert not np.array_equal(variable.numpy(), old), variable.path

@@ -24,11 +24,14 @@ Two levels.
   from its own forward pass and its ĝ only, for Sequential, functional
   branching and nested models.
 * Ops (`ancestors`, what an executor waits for: an op runs once all of its
-  inputs and control inputs are ready). The synchronous step does *not* pass
-  this: Keras' `optimizer.apply` passes all of a step's gradients through one
-  `IdentityN` op, and the NaN/Inf guard applies the whole update in one
-  `tf.cond` over a predicate on every gradient, so a lower module's update
-  waits for the full backward pass. The pipelined executor passes it: each
+  inputs, control inputs and, inside a cond, its predicate are ready). With
+  `on_nonfinite="raise"` or `"skip"` the synchronous step does *not* pass
+  this, by design: the guard applies the whole step's update or none of it,
+  in one `tf.cond` over a predicate on every part of the step (and Keras'
+  `optimizer.apply` passes all its gradients through one `IdentityN` op), so
+  a lower module's update waits for the full backward pass. With
+  `on_nonfinite="skip_module"` each module has its own optimizer and its own
+  guard on its own parts, and it passes. So does the pipelined executor: each
   stage's update waits for no op of another stage.
 """
 
@@ -88,10 +91,13 @@ class TracedStep:
         return tensor
 
     def dependencies(self, op, gates=True):
-        """Data and control inputs; with `gates`, also the control inputs of the calling op."""
+        """Data and control inputs; with `gates`, also what opens the op's nested graph: the
+        calling op's control inputs and the predicate (branch index) of a cond (case)."""
         inputs = [self._outer(t).op for t in op.inputs] + list(op.control_inputs)
         if gates and op.graph in self.caller:
-            inputs += self.caller[op.graph][0].control_inputs
+            caller, offset = self.caller[op.graph]
+            inputs += list(caller.control_inputs) + [self._outer(t).op
+                                                     for t in caller.inputs[:offset]]
         return inputs
 
     def ancestors(self, ops, gates=True):
@@ -178,9 +184,30 @@ def unlocked_check(traced, model, lower, allowed):
     assert traced.computing_with(depends_on, synthesizer[:1])
 
 
-def sgd_trainer(model):
+def sgd_trainer(model, on_nonfinite="raise"):
     return sg_keras.DNITrainer(model, "dni", optimizer=keras.optimizers.SGD(0.1),
-                               sg_optimizer=keras.optimizers.SGD(0.1))
+                               sg_optimizer=keras.optimizers.SGD(0.1), on_nonfinite=on_nonfinite)
+
+
+def waits_check(traced, model, lower, allowed):
+    """Asserts that `lower`'s weight update *waits* for no op computing with a variable above
+    it nor for the labels (op level: every input, control input and cond predicate)."""
+    lower_variables = lower.layer.trainable_variables
+    allowed_ids = {id(v) for v in allowed + lower_variables + lower.synthesizer.trainable_variables}
+    above = [v for v in model.trainable_variables if id(v) not in allowed_ids]
+    waits_for = traced.ancestors(traced.updates_of(lower_variables))
+    assert traced.computing_with(waits_for, above) == set()
+    assert traced.graph.inputs[1].name not in {t.name for op in waits_for for t in op.outputs}
+    assert traced.computing_with(waits_for, lower_variables[:1])
+
+
+def waits_for_nothing_above(traced, model, lower, allowed):
+    """`waits_check` as a boolean."""
+    try:
+        waits_check(traced, model, lower, allowed)
+    except AssertionError:
+        return False
+    return True
 
 
 def test_sequential_lower_update_does_not_wait_for_the_layers_above():
@@ -194,9 +221,15 @@ def test_sequential_lower_update_does_not_wait_for_the_layers_above():
     head = model.layers[-1].trainable_variables
     head_depends = traced.value_ancestors(traced.updates_of(head))
     assert traced.computing_with(head_depends, second.layer.trainable_variables)
+    # op level: the whole-step guard makes every update wait for the full backward pass ...
+    assert not waits_for_nothing_above(traced, model, first, [])
+    # ... the per-module guard does not
+    traced = traced_step(sgd_trainer(model, "skip_module"), *batch())
+    waits_check(traced, model, first, [])
+    waits_check(traced, model, second, first.trainable_variables)
 
 
-def test_functional_branches_lower_update_does_not_wait_for_either_branch():
+def branching_model():
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8,))
     lower = sg_keras.DecoupledLayer(dense_block(16))
@@ -204,17 +237,22 @@ def test_functional_branches_lower_update_does_not_wait_for_either_branch():
     left = sg_keras.DecoupledLayer(dense_block(16))(h)
     right = keras.layers.Dense(16, activation="relu")(h)
     outputs = keras.layers.Dense(5)(keras.layers.Concatenate()([left, right]))
-    model = keras.Model(inputs, outputs)
-    unlocked_check(traced_step(sgd_trainer(model), *batch()), model, lower, [])
+    return keras.Model(inputs, outputs), lower
 
 
-def test_nested_model_lower_update_does_not_wait_for_the_layers_above():
+def nested_model():
     keras.utils.set_random_seed(1)
     lower = sg_keras.DecoupledLayer(dense_block(16))
     inner = keras.Sequential([keras.Input((8,)), lower,
                               sg_keras.DecoupledLayer(dense_block(16))], name="inner")
-    model = keras.Sequential([keras.Input((8,)), inner, keras.layers.Dense(5)])
+    return keras.Sequential([keras.Input((8,)), inner, keras.layers.Dense(5)]), lower
+
+
+@pytest.mark.parametrize("make", [branching_model, nested_model], ids=["branches", "nested"])
+def test_lower_update_does_not_wait_for_the_layers_above(make):
+    model, lower = make()
     unlocked_check(traced_step(sgd_trainer(model), *batch()), model, lower, [])
+    waits_check(traced_step(sgd_trainer(model, "skip_module"), *batch()), model, lower, [])
 
 
 def test_pipelined_stage_updates_read_no_other_stage():

@@ -3,7 +3,7 @@
 Every field of `Config` is a flag of `train.py` (same name, same default, its
 help from the field's metadata), so flagfiles, the library and the tests
 speak the same language. The DNI options carry the names and values of the
-library's arguments (`--true_gradient_every`, `--on_nonfinite=raise|skip`,
+library's arguments (`--true_gradient_every`, `--on_nonfinite=raise|skip|skip_module`,
 ...): `Config.dni_options()` builds the library's `DNIOptions`, which checks
 them. `Config.validate()` checks the job's own values, builds the options
 and raises `ConfigError` naming the flag.
@@ -72,8 +72,10 @@ class Config:
     bp_lambda: float = _field(0.0, "BP(lambda): pass down lambda*true + (1-lambda)*synthetic.")
     sg_clip_norm: Optional[float] = _field(None, "Clip each example's synthetic gradient to "
                                                  "this L2 norm (unset = off).")
-    on_nonfinite: str = _field("raise", "On NaN/Inf in a step: stop the run (raise), or skip "
-                                        "the step.", choices=ON_NONFINITE)
+    on_nonfinite: str = _field("raise", "On NaN/Inf in a step: stop the run (raise), skip "
+                                        "the step, or skip only the decoupled modules (and "
+                                        "rest) that hold it (skip_module).",
+                                 choices=ON_NONFINITE)
     batch_size: int = _field(256, "Training batch size.")
     learning_rate: float = _field(1e-3, "Adam learning rate of the network.")
     sg_learning_rate: Optional[float] = _field(None, "Adam learning rate of the synthesizers "
