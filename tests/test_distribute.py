@@ -35,7 +35,8 @@ CONFIGS = {
     "dni_schedule": ("dni", {"true_gradient_every": 3, "measure_every": 2, "sg_clip_norm": 0.5,
                              "update_prob": 0.5, "on_nonfinite": "skip", "seed": 3}),
     "cdni_true_targets": ("cdni", {"sg_target": "true", "bp_lambda": 0.3}),
-    "dni": ("dni", {}),
+    # per-module guards and optimizers (each decided across the replicas)
+    "dni_skip_module": ("dni", {"on_nonfinite": "skip_module"}),
 }
 
 
