@@ -28,9 +28,9 @@ from keras import layers
 from sg_keras.validation import int_at_least
 
 
-def _hidden_block(make_linear, name):
+def _hidden_block(make_linear, name, batch_norm=True):
     return [make_linear(f"{name}_linear"),
-            layers.BatchNormalization(name=f"{name}_bn"),
+            *([layers.BatchNormalization(name=f"{name}_bn")] if batch_norm else []),
             layers.ReLU(name=f"{name}_relu")]
 
 
@@ -38,9 +38,10 @@ def _hidden_block(make_linear, name):
 class DenseSynthesizer(layers.Layer):
     """MLP synthesizer for rank-2 activations `(batch, features)`.
 
-    `hidden_layers` blocks of Dense → BatchNorm → ReLU, then a zero-initialised
-    linear layer with as many units as `h` has features. `hidden_layers=0` is
-    the paper's linear synthesizer.
+    `hidden_layers` blocks of Dense → BatchNorm → ReLU (Dense → ReLU with
+    `batch_norm=False`), then a zero-initialised linear layer with as many
+    units as `h` has features. `hidden_layers=0` is the paper's linear
+    synthesizer.
 
     With `rank=r` the output layer is factored through `r` units: a bias-free
     projection to `r` (Glorot-initialised, trained) and the zero-initialised
@@ -53,6 +54,7 @@ class DenseSynthesizer(layers.Layer):
         hidden_layers: number of hidden blocks (the paper uses 0–2).
         hidden_units: width of each hidden block (paper: 1024).
         rank: None (full rank) or the rank of the output layer.
+        batch_norm: BatchNorm in the hidden blocks (the paper's setting).
 
     Example:
 
@@ -64,11 +66,12 @@ class DenseSynthesizer(layers.Layer):
     (TensorShape([2, 64]), 576)
     """
 
-    def __init__(self, hidden_layers=0, hidden_units=1024, rank=None, **kwargs):
+    def __init__(self, hidden_layers=0, hidden_units=1024, rank=None, batch_norm=True, **kwargs):
         super().__init__(**kwargs)
         self.hidden_layers = int_at_least(hidden_layers, 0, "hidden_layers")
         self.hidden_units = int_at_least(hidden_units, 1, "hidden_units")
         self.rank = None if rank is None else int_at_least(rank, 1, "rank")
+        self.batch_norm = bool(batch_norm)
 
     def build(self, h_shape, context_shape=None):
         def linear(name):
@@ -76,7 +79,7 @@ class DenseSynthesizer(layers.Layer):
 
         blocks = []
         for i in range(self.hidden_layers):
-            blocks += _hidden_block(linear, f"hidden{i}")
+            blocks += _hidden_block(linear, f"hidden{i}", self.batch_norm)
         if self.rank is not None:
             blocks.append(layers.Dense(self.rank, use_bias=False, name="project"))
         blocks.append(layers.Dense(h_shape[-1], kernel_initializer="zeros",
@@ -95,7 +98,8 @@ class DenseSynthesizer(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden_layers": self.hidden_layers,
-                "hidden_units": self.hidden_units, "rank": self.rank}
+                "hidden_units": self.hidden_units, "rank": self.rank,
+                "batch_norm": self.batch_norm}
 
 
 @keras.saving.register_keras_serializable(package="sg_keras")

@@ -27,6 +27,8 @@ def test_options_are_parsed_into_values():
     ({"sg_clip_norm": 0.0}, "sg_clip_norm"), ({"on_nonfinite": "stop"}, "on_nonfinite"),
     ({"mode": "backprop", "update_prob": 0.5}, "update_prob"),
     ({"mode": "backprop", "sg_clip_norm": 1.0}, "sg_clip_norm"),
+    ({"mode": "backprop", "on_nonfinite": "skip_module"}, "on_nonfinite"),
+    ({"on_nonfinite": "skip_modules"}, "on_nonfinite"),
 ])
 def test_bad_options_name_the_argument(kwargs, name):
     with pytest.raises(ArgumentError, match=f"`{name}`") as error:

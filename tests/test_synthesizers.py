@@ -24,6 +24,20 @@ def test_dense_synthesizer_starts_at_zero_with_zero_kernel_and_bias(hidden):
     assert kinds == ["Dense", "BatchNormalization", "ReLU"] * hidden + ["Dense"]
 
 
+def test_dense_synthesizer_without_batch_norm_is_dense_relu_blocks_and_round_trips():
+    synth = DenseSynthesizer(hidden_layers=2, hidden_units=8, batch_norm=False)
+    h = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    synth(h)
+    assert [type(layer).__name__ for layer in synth.net.layers] == ["Dense", "ReLU"] * 2 + ["Dense"]
+    first, _, second, _, output = synth.net.layers
+    output.kernel.assign(np.ones((8, 5), "float32"))
+    hidden = np.maximum(np.maximum(h @ first.kernel.numpy() + first.bias.numpy(), 0)
+                        @ second.kernel.numpy() + second.bias.numpy(), 0)
+    np.testing.assert_allclose(synth(h), hidden @ np.ones((8, 5)), rtol=1e-5, atol=1e-5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(synth))
+    assert clone.batch_norm is False
+
+
 def test_low_rank_synthesizer_starts_at_zero_and_computes_h_p_w_plus_b():
     synth = DenseSynthesizer(rank=3)
     h = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")

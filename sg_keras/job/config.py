@@ -65,6 +65,8 @@ class Config:
     synth_units: int = _field(1024, "Units per synthesizer hidden layer.")
     synth_rank: Optional[int] = _field(None, "Rank of each synthesizer's output layer "
                                              "(unset = full rank).")
+    synth_batch_norm: bool = _field(True, "BatchNorm in the synthesizers' hidden layers (the "
+                                          "paper's).")
     sg_target: str = _field("bootstrap", "Synthesizer regression target.", choices=SG_TARGETS)
     true_gradient_every: int = _field(0, "Every k steps regress synthesizers on the true "
                                          "gradient (0 = never).")
@@ -145,6 +147,9 @@ class Config:
             return {name: getattr(self, name) for name in SEQUENCE_ARCHITECTURE}
         return {**{name: getattr(self, name) for name in ARCHITECTURE},
                 "update_prob<1": self.update_prob < 1.0,
+                **({"on_nonfinite": self.on_nonfinite}
+                   if self.on_nonfinite == "skip_module" else {}),
+                **({"synth_batch_norm": False} if not self.synth_batch_norm else {}),
                 **({"schedule": self.schedule} if self.schedule != "sync" else {}),
                 **({"unlock": self.unlock} if self.unlock != "none" else {}),
                 **({"model": self.model, "filters": self.filters} if self.model == "cnn" else {})}

@@ -94,7 +94,8 @@ def build_trainer(config, input_shape, num_classes=10):
                              context=options.mode.uses_context,
                              synthesizer_layers=config.synth_layers,
                              synthesizer_units=config.synth_units,
-                             synthesizer_rank=config.synth_rank)
+                             synthesizer_rank=config.synth_rank,
+                             synthesizer_batch_norm=config.synth_batch_norm)
     sg_rate = config.sg_learning_rate or config.learning_rate
     optimizers = {"optimizer": keras.optimizers.Adam(_learning_rate(config.learning_rate, config)),
                   "sg_optimizer": keras.optimizers.Adam(_learning_rate(sg_rate, config))}

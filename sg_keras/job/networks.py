@@ -14,7 +14,8 @@ def hidden_block(units, name=None):
 
 
 def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled=True,
-        context=False, synthesizer_layers=0, synthesizer_units=1024, synthesizer_rank=None):
+        context=False, synthesizer_layers=0, synthesizer_units=1024, synthesizer_rank=None,
+        synthesizer_batch_norm=True):
     """The paper's MNIST fully connected network, with DNI between every pair of layers.
 
     `num_layers` counts the Dense layers: `num_layers - 1` hidden blocks (each
@@ -32,6 +33,7 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
         synthesizer_layers: hidden layers of each `DenseSynthesizer` (0 = linear).
         synthesizer_units: width of those hidden layers (paper: 1024).
         synthesizer_rank: rank of the synthesizers' output layer (None: full).
+        synthesizer_batch_norm: BatchNorm in the synthesizers' hidden layers.
 
     Example:
 
@@ -43,7 +45,8 @@ def fcn(input_shape=(28, 28), num_layers=3, units=256, num_classes=10, decoupled
     blocks = [hidden_block(units, name=f"block{index}") for index in range(1, num_layers)]
     if decoupled:
         blocks = _decoupled(blocks, num_classes, context, lambda name: DenseSynthesizer(
-            synthesizer_layers, synthesizer_units, synthesizer_rank, name=name))
+            synthesizer_layers, synthesizer_units, synthesizer_rank,
+            batch_norm=synthesizer_batch_norm, name=name))
     return keras.Sequential([keras.Input(tuple(input_shape)), keras.layers.Flatten(name="flatten"),
                              *blocks, keras.layers.Dense(num_classes, name="logits")], name="fcn")
 
