@@ -205,7 +205,8 @@ def main():
              f"of about {args.block_s} s per configuration, interleaved and rotated; ratios are "
              "medians of per-round ratios to keras fit (IQR in brackets).",
              "MACs/example: dense multiply-adds per example (forward + weight gradients + input "
-             "gradients below the first layer; synthesizers: forward + weight gradients). floor = "
+             "gradients below the first layer; synthesizers: forward + weight gradients, and for a "
+             "low-rank one the gradient at its hidden units). floor = "
              "MACs / plain backprop MACs; vs floor = measured ratio / floor."]
     by = {(r["shape"], r["method"]): r for r in rows}
     for shape in args.shapes:
