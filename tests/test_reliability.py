@@ -1,4 +1,5 @@
-"""Crash-safe resume, the divergence guard and hostile input, through train.py."""
+"""Crash-safe resume, the divergence guard and hostile input, through train.py (in a real
+process where its output is the point, else its `main` in this process: `train_here`)."""
 
 import hashlib
 import io
@@ -15,7 +16,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from test_experiment import event_tags
-from test_train_cli import train
+from test_train_cli import train, train_here
 
 
 def fingerprint(directory):
@@ -79,7 +80,7 @@ def test_divergence_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path,
     args = [f"--model_dir={tmp_path}", f"--data_path={small_npz}", "--mode=dni", "--units=32",
             "--batch_size=32", "--train_steps=20", "--checkpoint_every=1",
             "--learning_rate=1e30"]
-    result = train(*args)
+    result = train_here(*args)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     found = re.match(r"error: NaN/Inf (at step|in the weights after step) (\d+)", message)
@@ -94,8 +95,9 @@ def test_divergence_stops_with_step_and_layer_and_keeps_the_checkpoint(tmp_path,
 
 
 def tiny_run(model_dir, data_path, *extra):
-    result = train(f"--model_dir={model_dir}", f"--data_path={data_path}", "--mode=dni",
-                   "--units=16", "--batch_size=64", "--train_steps=4", "--plots=false", *extra)
+    result = train_here(f"--model_dir={model_dir}", f"--data_path={data_path}", "--mode=dni",
+                        "--units=16", "--batch_size=64", "--train_steps=4", "--plots=false",
+                        *extra)
     assert result.returncode == 0, result.stderr
     return model_dir
 
@@ -114,7 +116,7 @@ def finished_dir(tmp_path_factory, small_npz):
 def test_model_dir_of_another_architecture_is_refused_untouched(finished_dir, small_npz, extra,
                                                                message):
     before = fingerprint(finished_dir)
-    result = train(f"--model_dir={finished_dir}", f"--data_path={small_npz}", "--units=16",
+    result = train_here(f"--model_dir={finished_dir}", f"--data_path={small_npz}", "--units=16",
                    "--mode=dni", *extra)
     assert result.returncode == 1 and message in result.stderr
     assert fingerprint(finished_dir) == before
@@ -141,7 +143,7 @@ def test_corrupt_newest_checkpoint_resumes_from_the_previous_with_one_warning(tm
 def test_unwritable_model_dir_is_refused(tmp_path, small_npz):
     blocker = tmp_path / "a_file"
     blocker.write_text("precious")
-    result = train(f"--model_dir={blocker}", f"--data_path={small_npz}")
+    result = train_here(f"--model_dir={blocker}", f"--data_path={small_npz}")
     assert result.returncode == 1 and "is not a writable directory" in result.stderr
     assert blocker.read_text() == "precious"
 
@@ -155,16 +157,16 @@ def labels_out_of_range(path):
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "not a readable .npz"),
-    (b"PK\x03\x04 truncated zip", "not a readable .npz"),
-    (b"\x00garbage" * 100, "not a readable .npz"),
-    (labels_out_of_range, "test labels span 10..19; expected 0..9"),
-])
-def test_hostile_npz_through_train_py(tmp_path, small_npz, content, message):
+@pytest.mark.parametrize("content, message, run", [
+    (b"", "not a readable .npz", train),    # one in a real process: no TensorFlow noise
+    (b"PK\x03\x04 truncated zip", "not a readable .npz", train_here),
+    (b"\x00garbage" * 100, "not a readable .npz", train_here),
+    (labels_out_of_range, "test labels span 10..19; expected 0..9", train_here),
+], ids=["empty", "truncated_zip", "garbage", "labels_out_of_range"])
+def test_hostile_npz_through_train_py(tmp_path, small_npz, content, message, run):
     path = tmp_path / "hostile.npz"
     path.write_bytes(content(small_npz) if callable(content) else content)
-    result = train(f"--model_dir={tmp_path / 'run'}", f"--data_path={path}")
+    result = run(f"--model_dir={tmp_path / 'run'}", f"--data_path={path}")
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,6 +1,8 @@
 """train.py as a user runs it: a flagfile run, and every bad-flag case."""
 
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -9,6 +11,7 @@ import sys
 import time
 
 import pytest
+from absl import app, flags
 
 from conftest import REPO
 from sg_keras.job import experiment
@@ -21,6 +24,33 @@ def train(*args, env=None, timeout=300):
     environment.update(env or {})
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=environment,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def train_module():
+    """train.py imported as a module, once per process (it defines the flags)."""
+    if "train_main" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("train_main", REPO / "train.py")
+        sys.modules["train_main"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["train_main"])
+    return sys.modules["train_main"]
+
+
+def train_here(*args):
+    """What `train.py ARGS` does, run in this process: absl's flag parsing with its usage
+    errors, then train.py's `main`, as `app.run` calls them. Returns a CompletedProcess
+    with the exit status and what was printed (TensorFlow is already imported here, so this
+    skips its start-up: the tests that check a real process's output use `train`)."""
+    module, out, err, status = train_module(), io.StringIO(), io.StringIO(), 0
+    flags.FLAGS.unparse_flags()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            module.main(app.parse_flags_with_usage(["train.py", *args]))
+    except SystemExit as exit_:
+        status = exit_.code
+    finally:
+        flags.FLAGS.unparse_flags()
+    return subprocess.CompletedProcess(["train.py", *args], status, out.getvalue(),
+                                       err.getvalue())
 
 
 def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
@@ -51,15 +81,21 @@ def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
 ])
 def test_bad_flags_exit_nonzero_with_a_message_and_write_nothing(tmp_path, args, message):
     model_dir = tmp_path / "run"
-    result = train(f"--model_dir={model_dir}", *args)
+    result = train_here(f"--model_dir={model_dir}", *args)
     assert result.returncode != 0
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2, result.stderr   # absl adds a hint line
     assert not model_dir.exists()
 
 
+def test_a_bad_flag_in_a_real_process_exits_with_one_line():
+    result = train("--model_dir=unused", "--update_prob=2")
+    assert result.returncode == 1
+    assert result.stderr == ("error: --update_prob=2.0: must be in (0.0, 1.0], got 2.0.\n")
+
+
 def test_missing_model_dir_is_named():
-    result = train("--data_path=x.npz")
+    result = train_here("--data_path=x.npz")
     assert result.returncode != 0 and "--model_dir='': a directory for this run is required" in (
         result.stderr)
 
@@ -76,11 +112,7 @@ def test_unreachable_tfds_download_fails_within_seconds(tmp_path):
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_exit_status_after_a_signal(monkeypatch, signum, status):
     """train.py exits 128 + the signal number once `run` has saved a checkpoint and stopped."""
-    spec = importlib.util.spec_from_file_location("train_main", REPO / "train.py")
-    if "train_main" not in sys.modules:   # defines the flags once per process
-        sys.modules["train_main"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["train_main"])
-    train_main = sys.modules["train_main"]
+    train_main = train_module()
 
     def interrupted(config):
         raise experiment.Interrupted(signum)
