@@ -55,14 +55,10 @@ def optimizer_state(optimizers):
     return [v for optimizer in optimizers for v in optimizer.variables]
 
 
-@pytest.mark.parametrize("mode, options", [
+@pytest.mark.parametrize("mode, options", [   # every option at least once, every mode
     ("backprop", {}),
-    ("dni", {}),
-    ("cdni", {}),
     ("dni", {"true_gradient_every": 2, "measure_every": 3}),
-    ("dni", {"sg_target": "true"}),
-    ("dni", {"bp_lambda": 0.5}),
-    ("dni", {"sg_clip_norm": 0.05}),
+    ("dni", {"sg_target": "true", "bp_lambda": 0.5, "sg_clip_norm": 0.05}),
     ("cdni", {"update_prob": 0.5, "seed": 4}),
     ("dni", {"update_prob": 0.5, "sg_clip_norm": 1.0, "on_nonfinite": "skip", "seed": 1}),
     ("cdni", {"on_nonfinite": "skip_module", "measure_every": 2}),
