@@ -175,5 +175,5 @@ def test_hostile_npz_through_train_py(tmp_path, small_npz, content, message, run
 def test_flagfile_with_an_unknown_flag(tmp_path):
     flagfile = tmp_path / "bad.cfg"
     flagfile.write_text("--mode=dni\n--learning_rte=0.1\n")
-    result = train(f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}")
+    result = train_here(f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}")
     assert result.returncode == 1 and "Unknown command line flag 'learning_rte'" in result.stderr
