@@ -37,7 +37,9 @@ def test_every_field_is_a_flag_with_the_same_default():
     ({"sg_clip_norm": -1.0}, "sg_clip_norm"),
     ({"keep_checkpoints": 0}, "keep_checkpoints"),
     ({"mode": "backprop", "true_gradient_every": 5}, "true_gradient_every"),
-        ({"on_nonfinite": "stop"}, "on_nonfinite"),
+    ({"on_nonfinite": "stop"}, "on_nonfinite"),
+    ({"schedule": "pipelined", "on_nonfinite": "skip"}, "on_nonfinite"),
+    ({"schedule": "pipelined", "bp_lambda": 0.5}, "bp_lambda"),
 ])
 def test_bad_values_name_the_flag(changes, flag):
     with pytest.raises(ConfigError, match=f"^--{flag}="):

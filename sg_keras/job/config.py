@@ -203,6 +203,10 @@ class Config:
                 if getattr(self, flag) != default:
                     fail(flag, "is not supported with --schedule=pipelined (it needs a true "
                                "backward pass through every stage).")
+            if self.on_nonfinite != "raise":
+                fail("on_nonfinite", "is not supported with --schedule=pipelined: its step has "
+                                     "no per-step guard (NaN/Inf in the weights stops the run "
+                                     "before the next checkpoint is saved).")
             if self.devices:
                 try:
                     stage_devices(1, self.devices)
