@@ -41,11 +41,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", nargs="+", default=["dni", "cdni"], choices=["dni", "cdni"])
     parser.add_argument("--probs", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1, 0.05])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=float, default=10.0)
-    args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    args, budget = common.parse_budget(parser, epochs=10.0)
 
     errors = {}
     for mode in args.modes:

@@ -29,11 +29,7 @@ def main():
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--filters", type=int, default=32)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=float, default=2.0)
-    args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    args, budget = common.parse_budget(parser, epochs=2.0)
 
     rows = []
     for layers in args.layers:

@@ -149,6 +149,18 @@ def schedule(epochs, decay_at=(0.6, 0.8)):
     return {"train_steps": total, "lr_decay_steps": [str(round(f * total)) for f in decay_at]}
 
 
+def parse_budget(parser, epochs, seeds=(0,)):
+    """Adds --seeds and --epochs to `parser`, parses the command line and checks for MNIST.
+
+    Returns `(args, budget)`, `budget` being `schedule(args.epochs)`.
+    """
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--epochs", type=float, default=epochs)
+    args = parser.parse_args()
+    require_mnist()
+    return args, schedule(args.epochs)
+
+
 def train(name, **settings):
     """Trains `Config(**settings)` from scratch in `bench/results/runs/NAME`.
 

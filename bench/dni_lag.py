@@ -58,11 +58,7 @@ CELLS = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=float, default=10.0)
-    args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    args, budget = common.parse_budget(parser, epochs=10.0)
 
     rows = []
     for cell in args.cells:

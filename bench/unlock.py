@@ -48,12 +48,8 @@ def curves_figure(curves):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run")
-    args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    args, budget = common.parse_budget(parser, epochs=10.0)
     eval_every = max(1, budget["train_steps"] // args.evals)
 
     rows, curves = [], {}
