@@ -45,17 +45,7 @@ def finiteness_parts(loss, interceptions, variables, gradients, state=()):
     return parts
 
 
-def finiteness_sums(loss, interceptions, variables, gradients, state=()):
-    """Named sums of every part of a step: NaN/Inf in a part makes its sum non-finite.
-
-    One cheap reduction per part of `finiteness_parts`. A sum that overflows
-    is flagged too, rightly.
-    """
-    return {name: part_sum(value)
-            for name, _, value in finiteness_parts(loss, interceptions, variables, gradients,
-                                                   state)}
-
-
 def part_sum(value):
-    """The float32 sum of a tensor: non-finite when any element is."""
+    """The float32 sum of a tensor: non-finite when any element is (one cheap reduction per
+    part of `finiteness_parts`; a sum that overflows is flagged too, rightly)."""
     return tf.reduce_sum(tf.cast(value, tf.float32))

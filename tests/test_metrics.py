@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras.interception import Interception
-from sg_keras.metrics import cosine_similarity, finiteness_sums, interception_keys, sparse_accuracy
+from sg_keras.metrics import (cosine_similarity, finiteness_parts, interception_keys, part_sum,
+                              sparse_accuracy)
 
 
 class Named:
@@ -30,11 +31,13 @@ def test_repeated_layers_get_indexed_keys():
     assert interception_keys(calls) == ["a_0", "b", "a_2"]
 
 
-def test_finiteness_sums_name_the_bad_part():
+def test_finiteness_parts_name_the_bad_part_and_its_owner():
     bad = tf.constant([1.0, np.nan])
-    calls = [Interception(Named("dni1"), 0, None, bad)]
+    layer = Named("dni1")
+    calls = [Interception(layer, 0, None, bad)]
     variable = keras.Variable([1.0, np.inf], name="kernel")
-    sums = finiteness_sums(tf.constant(0.5), calls, [variable], [tf.ones(2)], state=[variable])
-    flags = {name: bool(np.isfinite(value)) for name, value in sums.items()}
+    parts = finiteness_parts(tf.constant(0.5), calls, [variable], [tf.ones(2)], state=[variable])
+    flags = {name: bool(np.isfinite(part_sum(value))) for name, _, value in parts}
     assert flags == {"loss": True, "synthetic gradient of dni1": False,
                      "gradient of kernel": True, "statistic kernel": False}
+    assert [owner for _, owner, _ in parts] == [None, layer, variable, variable]
