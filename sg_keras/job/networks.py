@@ -59,10 +59,17 @@ def _decoupled(blocks, num_classes, context, synthesizer):
 
 
 def conv_block(filters, kernel_size, pool, name=None):
-    """The paper's CNN layer: Conv2D → BatchNorm → ReLU → 3×3 pooling with stride 2."""
+    """The paper's CNN layer: Conv2D → BatchNorm → ReLU → 3×3 pooling with stride 2.
+
+    The BatchNorm's moving statistics use momentum 0.9 (PyTorch's default), not
+    Keras' 0.99: the conv activations drift fast while the weights train, and
+    at 0.99 the statistics that evaluation uses lag them for the first
+    thousand steps (a DNI CNN at 93 % training accuracy evaluated at chance
+    after 200 steps).
+    """
     pooling = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
     return keras.Sequential([keras.layers.Conv2D(filters, kernel_size, padding="same"),
-                             keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                             keras.layers.BatchNormalization(momentum=0.9), keras.layers.ReLU(),
                              pooling(3, strides=2, padding="same")], name=name)
 
 
