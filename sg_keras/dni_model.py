@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from sg_keras import distribute, keras_compat
-from sg_keras.engine import StepEngine, clone_optimizer
+from sg_keras.engine import StepEngine, clone_optimizer, has_value
 from sg_keras.keras_compat import Functional, functional_init_arguments
 from sg_keras.model_parts import context_dim_of, decoupled_layers
 from sg_keras.options import DNIOptions, Mode
@@ -43,16 +43,15 @@ class _LayerMetrics:
     def __init__(self):
         self._means = {}
 
-    def update(self, values, measured):
-        """Adds a step's values; the cosines only if the step `measured` them."""
-        for key, value in values.items():
+    def update(self, out):
+        """Adds the values of a `StepOutput` `out` (the cosines only if it measured them, the
+        synthesizer losses only if the synthesizers trained)."""
+        for key, value in out.metrics.items():
             if key not in self._means:
                 with tf.init_scope():
                     self._means[key] = keras.metrics.Mean(name=key)
-            if key.startswith("cosine/"):
-                self._means[key].update_state(value, sample_weight=tf.cast(measured, value.dtype))
-            else:
-                self._means[key].update_state(value)
+            self._means[key].update_state(
+                value, sample_weight=tf.cast(has_value(key, out), value.dtype))
 
     def results(self):
         return {key: tf.where(mean.count > 0, mean.result(), math.nan)
@@ -147,7 +146,8 @@ class DNIModel(keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, mode=None,
                 sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0, **kwargs):
+                update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", synth_update_every=1,
+                seed=0, **kwargs):
         """Configures training; the DNI options are those of `DNITrainer`.
 
         Args:
@@ -160,7 +160,7 @@ class DNIModel(keras.Model):
                 have a `context_dim`, "dni" if they have not, "backprop" if
                 there are none.
             sg_target, true_gradient_every, measure_every, bp_lambda,
-            update_prob, sg_clip_norm, on_nonfinite, seed: as for
+            update_prob, sg_clip_norm, on_nonfinite, synth_update_every, seed: as for
                 `DNITrainer`. With `on_nonfinite="raise"`, `fit` raises
                 `NonFiniteError` and the weights are those before the bad step.
             **kwargs: the other `keras.Model.compile` arguments (`metrics`,
@@ -181,7 +181,7 @@ class DNIModel(keras.Model):
         if mode is None:
             mode = Mode.BACKPROP if not layers else Mode.DNI if context_dim is None else Mode.CDNI
         options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
-                             update_prob, sg_clip_norm, on_nonfinite)
+                             update_prob, sg_clip_norm, on_nonfinite, synth_update_every)
         options.check_layers(layers, context_dim)
         optimizer = _get_optimizer(optimizer, "optimizer")
         sg_optimizer = (clone_optimizer(optimizer) if sg_optimizer is None
@@ -227,7 +227,7 @@ class DNIModel(keras.Model):
             return self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
         out = engine.step(x, y, self.optimizer.iterations, loss_fn, distribute.global_batch(x))
-        self._layer_metrics.update(out.metrics, out.measured)
+        self._layer_metrics.update(out)
         # Under tf.distribute Keras' loss is this replica's mean / R: report the mean.
         loss = out.loss * distribute.replicas() if distribute.in_replicas() else out.loss
         keras_compat.loss_tracker(self).update_state(

@@ -38,7 +38,8 @@ import collections
 import tensorflow as tf
 
 from sg_keras import distribute
-from sg_keras.interception import SYNTHETIC_PASS, TRUE_PASS, BackwardPass, GradientInterception
+from sg_keras.interception import (FROZEN_PASS, SYNTHETIC_PASS, TRUE_PASS, BackwardPass,
+                                   GradientInterception)
 from sg_keras.metrics import finiteness_parts, interception_keys, part_sum
 from sg_keras.model_parts import (context_dim_of, decoupled_layers, float_state, label_context,
                                   module_state, module_variables, split_variables)
@@ -49,10 +50,11 @@ StepResult = collections.namedtuple(
 
 _Computed = collections.namedtuple(
     "_Computed", ["loss", "predictions", "gradients", "sums", "group_sums", "metrics",
-                  "measured"])
+                  "measured", "trained_synthesizers"])
 
 StepOutput = collections.namedtuple(
-    "StepOutput", ["loss", "predictions", "metrics", "measured", "applied", "updated"])
+    "StepOutput", ["loss", "predictions", "metrics", "measured", "applied", "updated",
+                   "trained_synthesizers"])
 StepOutput.__doc__ = """What `StepEngine.step` returns (tensors).
 
 loss, predictions: of the forward pass.
@@ -62,7 +64,19 @@ measured: whether this step measured the cosines.
 applied: whether the step's update was applied (False for a non-finite step).
 updated: per decoupled module, whether it updated (None unless update_prob < 1
     or on_nonfinite="skip_module").
+trained_synthesizers: whether the synthesizers trained (False on the steps
+    `synth_update_every` skips; `sg_loss/LAYER` then reads 0).
 """
+
+
+def has_value(key, out):
+    """Whether `StepOutput` `out` holds a value of metric `key` (a bool tensor): a cosine
+    only on measured steps, a synthesizer loss only where the synthesizers trained."""
+    if key.startswith("cosine/"):
+        return out.measured
+    if key.startswith("sg_loss/"):
+        return out.trained_synthesizers
+    return tf.constant(True)
 
 
 class NonFiniteError(FloatingPointError):
@@ -83,7 +97,7 @@ class NonFiniteError(FloatingPointError):
 
 def dni_gradients(model, loss_fn, x, y, variables, *, context=None, enabled=True,
                   bp_lambda=0.0, clip_norm=None, normaliser=None, measure=False,
-                  regress_on_true=False):
+                  regress_on_true=False, train_synthesizers=True):
     """Forward and backward pass of one training step.
 
     Args:
@@ -97,6 +111,9 @@ def dni_gradients(model, loss_fn, x, y, variables, *, context=None, enabled=True
         measure: also compute the true `∂L/∂h` at each decoupled layer.
         regress_on_true: train the synthesizers on those true gradients
             instead of the bootstrapped ones (implies `measure`).
+        train_synthesizers: False: the synthesizers only predict (`ĝ` is
+            applied as usual); their gradients are None and `sg_loss` is not
+            computed (`variables` should then leave them out).
 
     Returns:
         A `StepResult`; `true_gradients` (of the mean loss) is None unless measured.
@@ -109,7 +126,7 @@ def dni_gradients(model, loss_fn, x, y, variables, *, context=None, enabled=True
         loss = loss_fn(y, predictions)
     interceptions = scope.interceptions
     true_gradients = None
-    backward_pass = SYNTHETIC_PASS
+    backward_pass = SYNTHETIC_PASS if train_synthesizers else FROZEN_PASS
     if measure and interceptions:
         with scope.backward(TRUE_PASS):
             true_gradients = tape.gradient(loss, [i.output for i in interceptions])
@@ -192,13 +209,14 @@ class StepEngine:
         return label_context(y, self.context_dim) if self.options.mode.uses_context else None
 
     def gradients(self, x, y, loss_fn, variables, *, measure=False, regress_on_true=False,
-                  normaliser=None):
+                  train_synthesizers=True, normaliser=None):
         """`dni_gradients` with this engine's model, context and options."""
         options = self.options
         return dni_gradients(self.model, loss_fn, x, y, variables, context=self.context(y),
                              enabled=options.mode.decoupled, bp_lambda=options.bp_lambda,
                              clip_norm=options.sg_clip_norm, normaliser=normaliser,
-                             measure=measure, regress_on_true=regress_on_true)
+                             measure=measure, regress_on_true=regress_on_true,
+                             train_synthesizers=train_synthesizers)
 
     def step(self, x, y, step, loss_fn, normaliser=None):
         """One training step (call it inside a `tf.function`); returns a `StepOutput`.
@@ -227,16 +245,21 @@ class StepEngine:
 
     def _compute(self, kind, x, y, loss_fn, normaliser, state):
         """The gradients and per-replica metrics of one kind of step (no synchronisation)."""
-        measure, regress_on_true = STEP_KINDS[kind]
-        result = self.gradients(x, y, loss_fn, self.variables, measure=measure,
-                                regress_on_true=regress_on_true, normaliser=normaliser)
-        parts = finiteness_parts(result.loss, result.interceptions, self.variables,
-                                 result.gradients, state)
+        measure, regress_on_true, trains = STEP_KINDS[kind]
+        result = self.gradients(x, y, loss_fn,
+                                self.variables if trains else self.network_variables,
+                                measure=measure, regress_on_true=regress_on_true,
+                                train_synthesizers=trains, normaliser=normaliser)
+        gradients = list(result.gradients)
+        if not trains:   # every kind of step returns the same structure
+            gradients += [tf.zeros_like(v) for v in self.synthesizer_variables]
+        parts = finiteness_parts(result.loss, result.interceptions, self.variables, gradients,
+                                 state)
         self.part_names = [name for name, _, _ in parts]
         sums = [part_sum(value) for _, _, value in parts]
-        return _Computed(result.loss, result.predictions, result.gradients, tf.stack(sums),
+        return _Computed(result.loss, result.predictions, gradients, tf.stack(sums),
                          self._group_sums(parts, sums), self._metric_parts(result),
-                         tf.constant(measure))
+                         tf.constant(measure), tf.constant(trains))
 
     def _update_groups(self, grouped):
         """With `on_nonfinite="skip_module"`, the update group of each part's owner (see
@@ -274,7 +297,7 @@ class StepEngine:
             applied = ok & (self.nonfinite_step < 0)
 
         def finish(run, agreed, own):
-            applied, ok, finite, step, updated = agreed
+            applied, ok, finite, step, updated, trains = agreed
             gradients, saved = own
             if raising:
                 self._record_failure(ok, finite, step)
@@ -283,18 +306,20 @@ class StepEngine:
                 return tf.logical_not(self._put_back(run, state, saved))
 
             def apply():
-                self._apply(run, gradients, updated)
+                self._apply(run, gradients, updated, trains)
                 return tf.constant(True)
 
             tf.cond(applied, apply, skip)
 
-        distribute.in_cross_replica(finish, [applied, ok, finite, step, updated],
-                                    (computed.gradients, saved))
+        distribute.in_cross_replica(
+            finish, [applied, ok, finite, step, updated, computed.trained_synthesizers],
+            (computed.gradients, saved))
         if raising:
             tf.debugging.Assert(applied, ["sg_keras: a training step held NaN/Inf"])
         return StepOutput(computed.loss, computed.predictions, self._metrics(computed),
                           computed.measured, applied,
-                          None if updated is None else updated & applied)
+                          None if updated is None else updated & applied,
+                          computed.trained_synthesizers)
 
     def _conclude_per_module(self, computed, state, saved, updated):
         """`_conclude` for `on_nonfinite="skip_module"`: each update group (module, rest of
@@ -304,6 +329,7 @@ class StepEngine:
         modules = len(self._groups)
         gates = [ok & updated[index] if updated is not None else ok
                  for index, ok in enumerate(oks[:modules])]
+        rest_and_synthesizers = [oks[modules], oks[modules + 1] & computed.trained_synthesizers]
         optimizers = [optimizer for optimizer, _ in self._groups] + [self.optimizer,
                                                                      self.sg_optimizer]
         groups = [variables for _, variables in self._groups] + [self._free_variables,
@@ -312,12 +338,13 @@ class StepEngine:
         statistics = self._group_state + [[v for v in state if id(v) not in grouped], []]
 
         def finish(run, agreed, own):
-            oks, gates = agreed
+            oks, gates, rest_and_synthesizers = agreed
             gradients, saved = own
             by_id = {id(v): g for v, g in zip(self.variables, gradients)}
             saved_of = {id(v): value for v, value in zip(state, saved)}
             # lower modules first: none of them then waits for an update above it
-            for optimizer, variables, gate in zip(optimizers, groups, gates + oks[modules:]):
+            for optimizer, variables, gate in zip(optimizers, groups,
+                                                  gates + rest_and_synthesizers):
                 tf.cond(gate, lambda o=optimizer, v=variables: self._apply_group(run, o, v, by_id),
                         lambda: tf.constant(False))
             for ok, own_state in zip(oks, statistics):
@@ -325,9 +352,11 @@ class StepEngine:
                     tf.cond(ok, lambda: tf.constant(False), lambda s=own_state: self._put_back(
                         run, s, [saved_of[id(v)] for v in s]))
 
-        distribute.in_cross_replica(finish, [oks, gates], (computed.gradients, saved))
+        distribute.in_cross_replica(finish, [oks, gates, rest_and_synthesizers],
+                                    (computed.gradients, saved))
         return StepOutput(computed.loss, computed.predictions, self._metrics(computed),
-                          computed.measured, tf.reduce_all(tf.stack(oks)), tf.stack(gates))
+                          computed.measured, tf.reduce_all(tf.stack(oks)), tf.stack(gates),
+                          computed.trained_synthesizers)
 
     def _metrics(self, computed):
         """The step's metrics, summed over the replicas (the cosine from its summed parts)."""
@@ -360,8 +389,8 @@ class StepEngine:
         true_gradients = result.true_gradients or [None] * len(result.interceptions)
         for key, interception, true_gradient in zip(
                 interception_keys(result.interceptions), result.interceptions, true_gradients):
-            if interception.sg_loss is not None:
-                metrics[f"sg_loss/{key}"] = interception.sg_loss
+            metrics[f"sg_loss/{key}"] = (tf.zeros([]) if interception.sg_loss is None
+                                         else interception.sg_loss)   # None: not trained
             if self.options.measures:
                 metrics[f"cosine/{key}"] = (
                     tf.zeros([3]) if true_gradient is None
@@ -376,8 +405,9 @@ class StepEngine:
         draws = tf.random.stateless_uniform([len(self._groups)], seed=seed)
         return draws < self.options.update_prob
 
-    def _apply(self, run, gradients, updated):
-        """Applies the network and synthesizer updates of one step.
+    def _apply(self, run, gradients, updated, trains):
+        """Applies the network and synthesizer updates of one step (the synthesizers' if
+        `trains`).
 
         `run(f, *args)` runs an optimizer on every replica (see
         `distribute.in_cross_replica`).
@@ -388,8 +418,14 @@ class StepEngine:
                     lambda o=optimizer, v=variables: self._apply_group(run, o, v, by_id),
                     lambda: tf.constant(False))
         self._apply_group(run, self.optimizer, self._free_variables, by_id)
-        if self.options.mode.decoupled:
+        if not self.options.mode.decoupled:
+            return
+        if self.options.synth_update_every == 1:   # they train on every step
             self._apply_group(run, self.sg_optimizer, self.synthesizer_variables, by_id)
+        else:
+            tf.cond(trains, lambda: self._apply_group(run, self.sg_optimizer,
+                                                      self.synthesizer_variables, by_id),
+                    lambda: tf.constant(False))
 
     @staticmethod
     def _apply_group(run, optimizer, variables, gradient_of):

@@ -20,8 +20,9 @@ pass. It carries what the forward pass cannot know by itself: the context
 activation's own batch), BP(λ) and clipping. It collects one `Interception`
 per decoupled call. By default a `tape.gradient` call makes the synthetic
 backward pass; inside `with scope.backward(BackwardPass(...))` it makes a
-true pass (every interception lets `δ` through, to measure `∂L/∂h`) or
-regresses the synthesizers on given true gradients.
+true pass (every interception lets `δ` through, to measure `∂L/∂h`),
+regresses the synthesizers on given true gradients, or applies `ĝ` without
+training the synthesizers (no regression target, no backward through them).
 
 Example:
 
@@ -67,14 +68,19 @@ class BackwardPass:
         targets: `{interception index: ∂L/∂h}`; those synthesizers regress on
             the given true gradient (of the mean loss) instead of the arriving
             one.
+        train_synthesizers: False: send `ĝ` down as usual, but compute no
+            regression target and no synthesizer gradient (None), so the
+            arriving `δ` is not needed either.
     """
 
     true: bool = False
     targets: Optional[Mapping[int, tf.Tensor]] = None
+    train_synthesizers: bool = True
 
 
 SYNTHETIC_PASS = BackwardPass()
 TRUE_PASS = BackwardPass(true=True)
+FROZEN_PASS = BackwardPass(train_synthesizers=False)
 
 
 @dataclasses.dataclass(eq=False)
@@ -193,6 +199,11 @@ def intercept(layer, h, synthesize, scope=None, index=0):
                 return delta, [None] * len(variables)
             normaliser = (dni_maths.local_batch(h) if scope.normaliser is None
                           else scope.normaliser)
+            down = dni_maths.applied_gradient(synthetic, delta, normaliser,
+                                              bp_lambda=scope.bp_lambda,
+                                              clip_norm=scope.clip_norm)
+            if not backward_pass.train_synthesizers:
+                return down, [None] * len(variables)
             arriving = (backward_pass.targets or {}).get(index, delta)
             target = dni_maths.regression_target(arriving, normaliser)
             interception.target = target
@@ -201,9 +212,6 @@ def intercept(layer, h, synthesize, scope=None, index=0):
                 synthetic, variables,
                 output_gradients=dni_maths.synthesizer_output_gradient(synthetic, target,
                                                                        normaliser))
-            down = dni_maths.applied_gradient(synthetic, delta, normaliser,
-                                              bp_lambda=scope.bp_lambda,
-                                              clip_norm=scope.clip_norm)
             return down, variable_grads
 
         return tf.identity(h), backward

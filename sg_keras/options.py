@@ -4,13 +4,17 @@
 their values ("dni" == Mode.DNI), and code asks a mode what it means
 (`mode.decoupled`, `mode.uses_context`) instead of comparing strings.
 `DNIOptions` holds every option of the step, checks it on construction, and
-says which kind of step (plain, measured, true-target) a step number makes.
+says which kind of step (plain, measured, true-target, synthesizers frozen) a
+step number makes.
 
 >>> Mode("cdni").uses_context, Mode.BACKPROP.decoupled
 (True, False)
 >>> options = DNIOptions("dni", true_gradient_every=3, measure_every=2)
 >>> [options.step_kind(step) for step in range(3)]
-[(True, True), (False, False), (True, False)]
+[(True, True, True), (False, False, True), (True, False, True)]
+>>> [options.step_kind(step)[2] for step in range(4)
+...  for options in [DNIOptions("dni", synth_update_every=2)]]
+[True, False, True, False]
 >>> DNIOptions("dni", update_prob=2.0)
 Traceback (most recent call last):
 ...
@@ -85,8 +89,10 @@ MODES = tuple(m.value for m in Mode)
 SG_TARGETS = tuple(t.value for t in SGTarget)
 ON_NONFINITE = tuple(o.value for o in OnNonFinite)
 
-STEP_KINDS = ((False, False), (True, False), (True, True))
-"""`(measure, regress_on_true)` of a plain, a measured and a true-target step."""
+STEP_KINDS = ((False, False, True), (True, False, True), (True, True, True),
+              (False, False, False))
+"""`(measure, regress_on_true, train_synthesizers)` of a plain, a measured, a
+true-target step and a step that leaves the synthesizers as they are."""
 
 
 def _due(step, every):
@@ -113,6 +119,10 @@ class DNIOptions:
         sg_clip_norm: per-example L2 bound of the applied synthetic gradient,
             or None.
         on_nonfinite: "raise", "skip" or "skip_module" (an `OnNonFinite`).
+        synth_update_every: k >= 1: the synthesizers train on every k-th step
+            (and on every measured or true-target step); on the others they
+            only predict ĝ, and their regression target, backward pass and
+            update are skipped.
     """
 
     mode: Mode = Mode.DNI
@@ -123,6 +133,7 @@ class DNIOptions:
     update_prob: float = 1.0
     sg_clip_norm: Optional[float] = None
     on_nonfinite: OnNonFinite = OnNonFinite.RAISE
+    synth_update_every: int = 1
 
     def __post_init__(self):
         self.mode = Mode.parse(self.mode, "mode")
@@ -130,6 +141,7 @@ class DNIOptions:
         self.on_nonfinite = OnNonFinite.parse(self.on_nonfinite, "on_nonfinite")
         self.true_gradient_every = int_at_least(self.true_gradient_every, 0, "true_gradient_every")
         self.measure_every = int_at_least(self.measure_every, 0, "measure_every")
+        self.synth_update_every = int_at_least(self.synth_update_every, 1, "synth_update_every")
         self.bp_lambda = in_interval(self.bp_lambda, 0.0, 1.0, "bp_lambda")
         self.update_prob = in_interval(self.update_prob, 0.0, 1.0, "update_prob", low_open=True)
         if self.sg_clip_norm is not None:
@@ -140,7 +152,8 @@ class DNIOptions:
                               "true_gradient_every": self.true_gradient_every,
                               "update_prob": self.update_prob < 1.0,
                               "bp_lambda": self.bp_lambda, "sg_clip_norm": self.sg_clip_norm,
-                              "on_nonfinite": self.on_nonfinite.per_module}
+                              "on_nonfinite": self.on_nonfinite.per_module,
+                              "synth_update_every": self.synth_update_every > 1}
             used = [name for name, value in synthetic_only.items() if value]
             if used:
                 raise ArgumentError(used[0], "has no effect with `mode`='backprop' (no synthetic "
@@ -172,7 +185,7 @@ class DNIOptions:
     @property
     def measures(self):
         """True when some steps make a true backward pass (cosine or true targets)."""
-        return self.step_kind_indices() != [0]
+        return any(STEP_KINDS[kind][0] for kind in self.step_kind_indices())
 
     def step_kind_index(self, step):
         """Index into `STEP_KINDS` of step number `step` (an int or an integer tensor)."""
@@ -181,7 +194,9 @@ class DNIOptions:
         if self.sg_target is SGTarget.TRUE:
             return 2
         regress = _due(step, self.true_gradient_every)
-        return 2 * regress + _due(step, self.measure_every) * (1 - regress)
+        kind = 2 * regress + _due(step, self.measure_every) * (1 - regress)
+        frozen = (1 - _due(step, self.synth_update_every)) * ((2 - kind) // 2)   # plain steps only
+        return kind + 3 * frozen
 
     def step_kind_indices(self):
         """The indices `step_kind_index` can return, in increasing order."""
@@ -189,8 +204,9 @@ class DNIOptions:
             return [0]
         if self.sg_target is SGTarget.TRUE:
             return [2]
-        return [0] + [1] * bool(self.measure_every) + [2] * bool(self.true_gradient_every)
+        return ([0] + [1] * bool(self.measure_every) + [2] * bool(self.true_gradient_every)
+                + [3] * (self.synth_update_every > 1))
 
     def step_kind(self, step):
-        """`(measure, regress_on_true)` of step number `step`."""
+        """`(measure, regress_on_true, train_synthesizers)` of step number `step`."""
         return STEP_KINDS[self.step_kind_index(step)]

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras import distribute
-from sg_keras.engine import StepEngine, clone_optimizer, restore
+from sg_keras.engine import StepEngine, clone_optimizer, has_value, restore
 from sg_keras.log_window import LogWindow
 from sg_keras.metrics import interception_keys, sparse_accuracy
 from sg_keras.options import DNIOptions, OnNonFinite
@@ -66,6 +66,13 @@ class DNITrainer:
             An update that itself overflows is
             caught by `nonfinite_variables()`, which a loop should call
             before it saves a checkpoint.
+        synth_update_every: k >= 1: the synthesizers train on every k-th step
+            (step % k == 0) and on every measured or true-target step; on the
+            others they only predict the ĝ that their modules apply, which
+            skips the regression target (the input gradient of the module
+            above), the synthesizers' backward pass and their optimizer
+            update: a cheaper step (see bench/speed.py). `sg_loss/LAYER`
+            averages over the training steps only.
         seed: seed of the update-probability draws.
         jit_compile: compile the step with XLA (not with a `strategy`).
         strategy: a `tf.distribute.Strategy` to train data-parallel on its
@@ -103,10 +110,10 @@ class DNITrainer:
 
     def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
                  sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                 update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", seed=0,
-                 jit_compile=False, strategy=None):
+                 update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", synth_update_every=1,
+                 seed=0, jit_compile=False, strategy=None):
         self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
-                                  update_prob, sg_clip_norm, on_nonfinite)
+                                  update_prob, sg_clip_norm, on_nonfinite, synth_update_every)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {model!r}.")
         if not model.built:
@@ -184,7 +191,7 @@ class DNITrainer:
         logs = {"loss": distribute.sum_over_replicas(out.loss),
                 "accuracy": distribute.mean_over_replicas(sparse_accuracy(y, out.predictions))}
         for key, value in out.metrics.items():
-            logs[key] = tf.where(out.measured, value, np.nan) if key.startswith("cosine/") else value
+            logs[key] = tf.where(has_value(key, out), value, np.nan)
         for layer, updated in zip(self.engine.layers if out.updated is not None else [],
                                   tf.unstack(out.updated) if out.updated is not None else []):
             logs[f"updated/{layer.name}"] = tf.cast(updated, tf.float32)

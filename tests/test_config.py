@@ -40,6 +40,10 @@ def test_every_field_is_a_flag_with_the_same_default():
     ({"on_nonfinite": "stop"}, "on_nonfinite"),
     ({"schedule": "pipelined", "on_nonfinite": "skip"}, "on_nonfinite"),
     ({"schedule": "pipelined", "bp_lambda": 0.5}, "bp_lambda"),
+    ({"synth_update_every": 0}, "synth_update_every"),
+    ({"mode": "dni", "schedule": "pipelined", "synth_update_every": 2}, "synth_update_every"),
+    ({"mode": "dni", "unlock": "complete", "synth_update_every": 2}, "synth_update_every"),
+    ({"task": "copy", "mode": "dni", "train_steps": 5, "update_prob": 0.5}, "update_prob"),
 ])
 def test_bad_values_name_the_flag(changes, flag):
     with pytest.raises(ConfigError, match=f"^--{flag}="):

@@ -57,11 +57,11 @@ def optimizer_state(optimizers):
 
 @pytest.mark.parametrize("mode, options", [   # every option at least once, every mode
     ("backprop", {}),
-    ("dni", {"true_gradient_every": 2, "measure_every": 3}),
+    ("dni", {"true_gradient_every": 2, "measure_every": 3, "synth_update_every": 4}),
     ("dni", {"sg_target": "true", "bp_lambda": 0.5, "sg_clip_norm": 0.05}),
     ("cdni", {"update_prob": 0.5, "seed": 4}),
     ("dni", {"update_prob": 0.5, "sg_clip_norm": 1.0, "on_nonfinite": "skip", "seed": 1}),
-    ("cdni", {"on_nonfinite": "skip_module", "measure_every": 2}),
+    ("cdni", {"on_nonfinite": "skip_module", "measure_every": 2, "synth_update_every": 3}),
 ])
 def test_fit_makes_the_same_steps_as_the_trainer(mode, options):
     context_dim = 5 if mode == "cdni" else None

@@ -70,9 +70,40 @@ def test_fit_can_skip_nonfinite_steps():
     assert int(model.optimizer.iterations.numpy()) == 0
 
 
-def sgd_trainer(model, on_nonfinite):
+def sgd_trainer(model, on_nonfinite="raise", **options):
     return sg_keras.DNITrainer(model, mode="dni", optimizer=keras.optimizers.Adam(1e-2),
-                               sg_optimizer=keras.optimizers.Adam(1e-2), on_nonfinite=on_nonfinite)
+                               sg_optimizer=keras.optimizers.Adam(1e-2), on_nonfinite=on_nonfinite,
+                               **options)
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip_module"])
+def test_a_frozen_synthesizer_step_applies_the_same_network_update_and_trains_no_synthesizer(
+        on_nonfinite):
+    """synth_update_every=2: step 0 trains everything, step 1 updates the network from the
+    same ĝ as a trainer that trains its synthesizers every step, and leaves the synthesizers'
+    weights and optimizer alone (its sg_loss is missing, not 0)."""
+    reference, model = fcn(), fcn()
+    for each in (reference, model):
+        randomize_synthesizers(each)
+    every, every_other = (sgd_trainer(reference, on_nonfinite),
+                          sgd_trainer(model, on_nonfinite, synth_update_every=2))
+    x, y = batch(16)
+    for trainer in (every, every_other):
+        trainer.train_step(x[:8], y[:8])
+    synthesizers = [layer.synthesizer for layer in model.layers[:2]]
+    trained_once = [v.numpy().copy() for s in synthesizers for v in s.trainable_variables]
+    logs = [trainer.train_step(x[8:], y[8:]) for trainer in (every, every_other)]
+    network = {id(v) for v in every_other.engine.network_variables}
+    for a, b in zip(reference.trainable_variables, model.trainable_variables):
+        if id(b) in network:
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7, err_msg=b.path)
+    after = [v for s in synthesizers for v in s.trainable_variables]
+    for variable, old in zip(after, trained_once):
+        np.testing.assert_array_equal(variable.numpy(), old, err_msg=variable.path)
+    assert [int(t.sg_optimizer.iterations.numpy()) for t in (every, every_other)] == [2, 1]
+    losses = [[float(v) for key, v in log.items() if key.startswith("sg_loss/")] for log in logs]
+    assert len(losses[0]) == len(losses[1]) == 2
+    assert np.isfinite(losses[0]).all() and np.isnan(losses[1]).all()
 
 
 def test_skip_module_on_healthy_steps_updates_as_the_whole_step_guard():

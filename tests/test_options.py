@@ -1,6 +1,7 @@
 """DNIOptions: one place that validates every step option; the Mode value object."""
 
 import pytest
+import tensorflow as tf
 
 from sg_keras.options import DNIOptions, Mode, OnNonFinite, SGTarget
 from sg_keras.validation import ArgumentError
@@ -38,13 +39,28 @@ def test_bad_options_name_the_argument(kwargs, name):
 
 def test_step_schedule():
     periodic = DNIOptions("dni", true_gradient_every=3, measure_every=2)
-    assert [periodic.step_kind(s) for s in range(5)] == [
+    assert [periodic.step_kind(s)[:2] for s in range(5)] == [
         (True, True), (False, False), (True, False), (True, True), (True, False)]
     assert periodic.measures and periodic.step_kind_indices() == [0, 1, 2]
     true = DNIOptions("dni", sg_target="true")
-    assert {true.step_kind(s) for s in range(4)} == {(True, True)}
+    assert {true.step_kind(s) for s in range(4)} == {(True, True, True)}
     backprop = DNIOptions("backprop", measure_every=1)
-    assert backprop.step_kind(0) == (False, False) and not backprop.measures
+    assert backprop.step_kind(0) == (False, False, True) and not backprop.measures
+
+
+def test_synthesizers_train_every_k_steps_and_on_every_measured_or_true_step():
+    every3 = DNIOptions("dni", synth_update_every=3, measure_every=4, true_gradient_every=5)
+    trains = [every3.step_kind(s)[2] for s in range(13)]
+    # trained: multiples of 3, and the measured (4, 8, 12) and true-target (0, 5, 10) steps
+    assert [s for s, t in enumerate(trains) if t] == [0, 3, 4, 5, 6, 8, 9, 10, 12]
+    assert every3.step_kind_indices() == [0, 1, 2, 3]
+    frozen_only = DNIOptions("dni", synth_update_every=2)
+    assert frozen_only.step_kind_indices() == [0, 3] and not frozen_only.measures
+    assert [int(frozen_only.step_kind_index(tf.constant(s))) for s in range(4)] == [0, 3, 0, 3]
+    with pytest.raises(ArgumentError, match="synth_update_every"):
+        DNIOptions("backprop", synth_update_every=2)
+    with pytest.raises(ArgumentError, match="synth_update_every"):
+        DNIOptions("dni", synth_update_every=0)
 
 
 def test_mode_must_fit_the_layers():

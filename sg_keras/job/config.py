@@ -36,7 +36,7 @@ SEQUENCE_ARCHITECTURE = ("task", "mode", "units", "synth_layers", "synth_units",
                          "aux", "bits", "max_repeats")
 # The flags that are the library's DNIOptions, same names and values.
 DNI_OPTIONS = ("mode", "sg_target", "true_gradient_every", "measure_every", "bp_lambda",
-               "update_prob", "sg_clip_norm", "on_nonfinite")
+               "update_prob", "sg_clip_norm", "on_nonfinite", "synth_update_every")
 
 
 class ConfigError(ValueError):
@@ -71,6 +71,8 @@ class Config:
     true_gradient_every: int = _field(0, "Every k steps regress synthesizers on the true "
                                          "gradient (0 = never).")
     update_prob: float = _field(1.0, "Probability that a decoupled layer updates at a step.")
+    synth_update_every: int = _field(1, "Train the synthesizers every k steps (and on measured "
+                                        "steps); in between they only predict (cheaper step).")
     bp_lambda: float = _field(0.0, "BP(lambda): pass down lambda*true + (1-lambda)*synthetic.")
     sg_clip_norm: Optional[float] = _field(None, "Clip each example's synthetic gradient to "
                                                  "this L2 norm (unset = off).")
@@ -203,6 +205,9 @@ class Config:
                 if getattr(self, flag) != default:
                     fail(flag, "is not supported with --schedule=pipelined (it needs a true "
                                "backward pass through every stage).")
+            if self.synth_update_every != 1:
+                fail("synth_update_every", "is not supported with --schedule=pipelined (its "
+                                           "synthesizers train at every step).")
             if self.on_nonfinite != "raise":
                 fail("on_nonfinite", "is not supported with --schedule=pipelined: its step has "
                                      "no per-step guard (NaN/Inf in the weights stops the run "
@@ -221,7 +226,8 @@ class Config:
             if self.mode == "backprop" or self.schedule != "sync":
                 fail("unlock", "needs --mode=dni or cdni and --schedule=sync.")
             unsupported = {"sg_target": "bootstrap", "true_gradient_every": 0, "bp_lambda": 0.0,
-                           "update_prob": 1.0, "sg_clip_norm": None, "on_nonfinite": "raise"}
+                           "update_prob": 1.0, "sg_clip_norm": None, "on_nonfinite": "raise",
+                           "synth_update_every": 1}
             for flag, default in unsupported.items():
                 if getattr(self, flag) != default:
                     fail(flag, "is not supported with --unlock=complete.")
@@ -241,6 +247,12 @@ class Config:
             fail("mode", f"--task={self.task} trains with backprop (truncated BPTT) or dni.")
         if self.train_steps < 1:
             fail("train_steps", f"--task={self.task} needs the number of training batches.")
+        for flag, default in (("sg_target", "bootstrap"), ("true_gradient_every", 0),
+                              ("update_prob", 1.0), ("bp_lambda", 0.0), ("sg_clip_norm", None),
+                              ("on_nonfinite", "raise"), ("synth_update_every", 1)):
+            if getattr(self, flag) != default:
+                fail(flag, f"is an option of --task=classify; --task={self.task} does not use "
+                           "it.")
         for name in ("truncation", "bits", "max_repeats", "curriculum_window", "sequence_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
