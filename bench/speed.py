@@ -12,15 +12,18 @@ it times, interleaved in one process on the same in-memory MNIST batches:
 * sg dni / sg cdni: `DNITrainer` with full-rank linear synthesizers;
 * sg dni rR / sg cdni rR: rank-R linear synthesizers
   (`DenseSynthesizer(rank=R)`, the ranks `bench/low_rank.py` validates);
+* ... kK: the synthesizers train on every K-th step only
+  (`synth_update_every=K`);
 * fit dni: `DNIModel`'s compiled `fit` step (`train_function`), full rank.
 
-Every row also gets its multiply-adds per example (dense layers only:
-forward, weight gradients, input gradients below the first layer; a
+Every row also gets its multiply-adds per example and step (dense layers
+only: forward, weight gradients, input gradients below the first layer; a
 synthesizer adds its forward and weight gradients, and a low-rank one also
-the gradient at its R hidden units) and the *floor*: its
-multiply-adds over plain backprop's, the ratio an arithmetic-bound step
-could not beat. "vs floor" is the measured ratio to keras fit divided by the
-floor.
+the gradient at its R hidden units; with kK, the synthesizers' backward and
+the input gradients above the decoupled layers, which only make their
+targets, count on one step in K) and the *floor*: its multiply-adds over
+plain backprop's, the ratio an arithmetic-bound step could not beat. "vs
+floor" is the measured ratio to keras fit divided by the floor.
 
 Timing: after a warm-up, `--rounds` rounds; in each, every configuration runs
 a block of steps (sized to about --block_s seconds), in an order rotated from
@@ -54,32 +57,45 @@ from sg_keras.job import networks
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CLASSES, PIXELS = 10, 784
 METHODS = ("keras fit", "keras tape", "sg backprop", "sg dni", "sg cdni", "sg dni r32",
-           "sg cdni r32", "sg dni r64", "sg cdni r64", "fit dni")
+           "sg cdni r32", "sg dni r64", "sg cdni r64", "sg dni k4", "sg dni r32 k4",
+           "sg dni r64 k4", "sg cdni r64 k4", "fit dni")
+
+
+def dense_layers(depth, width):
+    """Multiply-adds per example of each dense layer's forward pass."""
+    dims = [PIXELS] + [width] * (depth - 1) + [CLASSES]
+    return [a * b for a, b in zip(dims, dims[1:])]
 
 
 def dense_macs(depth, width):
     """Backprop multiply-adds per example of the FCN: forward, weight and input gradients."""
-    dims = [PIXELS] + [width] * (depth - 1) + [CLASSES]
-    layers = [a * b for a, b in zip(dims, dims[1:])]
+    layers = dense_layers(depth, width)
     return 2 * sum(layers) + sum(layers[1:])
 
 
-def rank_of(method):
-    """The synthesizer rank a method's name ends with ("sg dni r64" → 64), or None."""
-    found = re.search(r" r(\d+)$", method)
+def setting_of(method, letter):
+    """The number after " r" (rank) or " k" (synthesizer update interval) in a method's name
+    ("sg dni r64 k4" → 64, 4), or None."""
+    found = re.search(rf" {letter}(\d+)\b", method)
     return int(found.group(1)) if found else None
 
 
-def synthesizer_macs(depth, width, method):
-    """Multiply-adds per example of a method's synthesizers: forward and weight gradients,
-    and for a low-rank one the gradient at its hidden units (its input has no gradient)."""
+def method_macs(depth, width, method):
+    """Multiply-adds per example and step of a method. Its synthesizers: forward, and weight
+    gradients (and for a low-rank one the gradient at its hidden units; their input has no
+    gradient) on the steps that train them, as do the input gradients above the decoupled
+    layers (in DNI they only make the synthesizers' targets)."""
+    macs = dense_macs(depth, width)
     if "dni" not in method:
-        return 0
+        return macs
+    every = setting_of(method, "k") or 1
     inputs = width + (CLASSES if "cdni" in method else 0)
-    rank = rank_of(method)
-    per_layer = (2 * inputs * width if rank is None
-                 else 2 * (inputs * rank + rank * width) + rank * width)
-    return per_layer * (depth - 1)
+    rank = setting_of(method, "r")
+    forward = inputs * width if rank is None else inputs * rank + rank * width
+    backward = forward + (0 if rank is None else rank * width)
+    targets = sum(dense_layers(depth, width)[1:])
+    trained = (targets + (depth - 1) * backward) / every
+    return round(macs - targets + trained + (depth - 1) * forward)
 
 
 def model_of(method, depth, width, seed=0):
@@ -88,7 +104,7 @@ def model_of(method, depth, width, seed=0):
     mode = "cdni" if "cdni" in method else "dni" if "dni" in method else "backprop"
     return networks.fcn((28, 28), depth, width, CLASSES, decoupled=mode != "backprop",
                         context=mode == "cdni",
-                        synthesizer_rank=rank_of(method)), mode
+                        synthesizer_rank=setting_of(method, "r")), mode
 
 
 class KerasFit:
@@ -134,8 +150,10 @@ def stepper(method, depth, width, batches):
     if method == "fit dni":
         dni = sg_keras.DNIModel.from_model(model)
         return KerasFit(dni, batches, sg_optimizer=keras.optimizers.Adam(1e-3))
+    every = {"synth_update_every": setting_of(method, "k")} if mode != "backprop" else {}
     trainer = sg_keras.DNITrainer(model, mode=mode, loss=LOSS,
-                                  optimizer=keras.optimizers.Adam(1e-3))
+                                  optimizer=keras.optimizers.Adam(1e-3),
+                                  **{k: v for k, v in every.items() if v})
     return trainer.train_step
 
 
@@ -154,10 +172,12 @@ def block_size(steppers, batches, block_s, warmup):
 def speed_figure(rows, shapes):
     figure = Figure(figsize=(9, 4), layout="constrained")
     axes = figure.subplots()
+    width = 0.85 / (len(METHODS) - 1)
     for index, method in enumerate(METHODS[1:]):
         values = [next((r["ratio"] for r in rows if r["shape"] == s and r["method"] == method),
                        np.nan) for s in shapes]
-        axes.bar(np.arange(len(shapes)) + (index - 3) * 0.11, values, width=0.11, label=method)
+        axes.bar(np.arange(len(shapes)) + (index - (len(METHODS) - 2) / 2) * width, values,
+                 width=width, label=method)
     axes.axhline(1.0, color="grey", linewidth=0.8)
     axes.set_xticks(range(len(shapes)), [f"{s} (depth x width)" for s in shapes])
     axes.set(ylabel="step time / keras fit", title="Step time over a plain Keras fit step")
@@ -188,7 +208,7 @@ def main():
         all_times[shape] = times
         base = dense_macs(depth, width)
         for method in args.methods:
-            macs = base + synthesizer_macs(depth, width, method)
+            macs = method_macs(depth, width, method)
             row = {"shape": shape, "method": method, "step ms": 1000 * statistics.median(
                 times[method]), "MACs/example": macs, "floor": macs / base, "block": block}
             if "keras fit" in times:
@@ -204,10 +224,11 @@ def main():
     notes = [f"Batch {common.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
              f"of about {args.block_s} s per configuration, interleaved and rotated; ratios are "
              "medians of per-round ratios to keras fit (IQR in brackets).",
-             "MACs/example: dense multiply-adds per example (forward + weight gradients + input "
-             "gradients below the first layer; synthesizers: forward + weight gradients, and for a "
-             "low-rank one the gradient at its hidden units). floor = "
-             "MACs / plain backprop MACs; vs floor = measured ratio / floor."]
+             "MACs/example: dense multiply-adds per example and step (forward + weight gradients "
+             "+ input gradients below the first layer; synthesizers: forward + weight gradients, "
+             "and for a low-rank one the gradient at its hidden units; with kK the synthesizers' "
+             "backward and the input gradients that make their targets on one step in K). "
+             "floor = MACs / plain backprop MACs; vs floor = measured ratio / floor."]
     by = {(r["shape"], r["method"]): r for r in rows}
     for shape in args.shapes:
         checks = [("sg backprop", 1.03, 1.0, "within 1.03x of keras fit"),
