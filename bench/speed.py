@@ -57,8 +57,8 @@ from sg_keras.job import networks
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CLASSES, PIXELS = 10, 784
 METHODS = ("keras fit", "keras tape", "sg backprop", "sg dni", "sg cdni", "sg dni r32",
-           "sg cdni r32", "sg dni r64", "sg cdni r64", "sg dni k4", "sg dni r32 k4",
-           "sg dni r64 k4", "sg cdni r64 k4", "fit dni")
+           "sg cdni r32", "sg dni r64", "sg cdni r64", "sg dni k4", "sg dni r32 k2",
+           "sg dni r64 k2", "sg dni r64 k4", "fit dni")
 
 
 def dense_layers(depth, width):
