@@ -33,9 +33,13 @@ Targets (issue "The DNI step at its cost floor"): sg backprop within 1.03x of
 keras fit; sg dni (full rank) within 1.10x of keras fit times its floor; a
 low-rank dni within 1.15x of keras fit at width 1024.
 
-Writes bench/results/speed.{json,md} and speed.png.
+Writes bench/results/speed.{json,md} and speed.png, again after each shape
+(a run stopped part-way keeps the shapes it finished). Every configuration of
+a shape is in memory at once: 6x4096 with every method needs more than this
+machine's 24 GiB, so time it with a few `--methods`.
 
     python bench/speed.py                                        # reported budget
+    python bench/speed.py --shapes 6x4096 --methods "keras fit" "sg dni r32"
     python bench/speed.py --shapes 3x256 --rounds 2 --block_s 0.05   # smoke check
 """
 
@@ -188,7 +192,7 @@ def speed_figure(rows, shapes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", nargs="+",
-                        default=["3x256", "6x256", "3x1024", "6x1024", "3x4096", "6x4096"],
+                        default=["3x256", "6x256", "3x1024", "6x1024", "3x4096"],
                         help="DEPTHxWIDTH of each FCN")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--rounds", type=int, default=9)
@@ -220,7 +224,12 @@ def main():
         del steppers
         keras.backend.clear_session()
         gc.collect()
+        report(rows, all_times, args)
 
+
+def report(rows, all_times, args):
+    """Writes the table of the shapes measured so far, its verdicts and its figure."""
+    shapes = [shape for shape in args.shapes if shape in all_times]
     notes = [f"Batch {common.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
              f"of about {args.block_s} s per configuration, interleaved and rotated; ratios are "
              "medians of per-round ratios to keras fit (IQR in brackets).",
@@ -230,7 +239,7 @@ def main():
              "backward and the input gradients that make their targets on one step in K). "
              "floor = MACs / plain backprop MACs; vs floor = measured ratio / floor."]
     by = {(r["shape"], r["method"]): r for r in rows}
-    for shape in args.shapes:
+    for shape in shapes:
         checks = [("sg backprop", 1.03, 1.0, "within 1.03x of keras fit"),
                   ("sg dni", 1.10, None, "within 1.10x of keras fit x floor")]
         if shape.endswith("x1024"):
@@ -246,7 +255,7 @@ def main():
         "speed", "Step time over a plain Keras fit step, and the multiply-add floor",
         ["shape", "method", "step ms", "vs keras fit", "MACs/example", "floor", "vs floor"],
         rows, notes, step_times_s=all_times)
-    common.save_figure(speed_figure(rows, args.shapes), "speed")
+    common.save_figure(speed_figure(rows, shapes), "speed")
 
 
 if __name__ == "__main__":
