@@ -81,9 +81,10 @@ class DNIModel(keras.Model):
     `cosine/LAYER` (NaN in an epoch without a measured step); `History`,
     `TensorBoard` and `EarlyStopping` see them like any other metric.
 
-    The step number that schedules `true_gradient_every` and `measure_every`
-    is `optimizer.iterations`, read inside the traced step, which switches
-    (`tf.switch_case`) between one traced variant per kind of step.
+    The step number that schedules `true_gradient_every`, `measure_every` and
+    `synth_update_every` is `optimizer.iterations`, read inside the traced
+    step, which switches (`tf.switch_case`) between one traced variant per
+    kind of step.
 
     A saved `.keras` file holds the compile options (`mode`, `sg_target`, ...,
     the `sg_optimizer` configuration) and both optimizers' state, so a loaded

@@ -8,8 +8,9 @@ step. The engine
   gradients (`dni_gradients`): for the network the DNI updates, for the
   synthesizers their regression gradients; on measured steps a true backward
   pass first (cosine similarity, true-gradient targets);
-* chooses the kind of step (plain, measured, true-target) from the step
-  number inside the graph (`tf.switch_case`), so no step needs the host;
+* chooses the kind of step (plain, measured, true-target, synthesizers
+  frozen) from the step number inside the graph (`tf.switch_case`), so no
+  step needs the host;
 * guards the step on the device: a step holding NaN/Inf applies nothing and
   puts back the statistics its forward pass wrote (BatchNorm). With
   `on_nonfinite="raise"` the first such step is recorded (`nonfinite_step`,
@@ -224,7 +225,7 @@ class StepEngine:
         Args:
             x, y: the batch.
             step: the step number (an integer tensor or variable) that
-                schedules measured and true-target steps.
+                schedules measured, true-target and frozen-synthesizer steps.
             loss_fn: `(y, predictions) -> scalar` mean loss.
             normaliser: the number of examples the loss averages over (the
                 global batch); None: the local batch.

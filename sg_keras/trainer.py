@@ -200,7 +200,8 @@ class DNITrainer:
         return logs
 
     def step_kind(self, step):
-        """`(measure, regress_on_true)` for a step number: which kind of step it makes."""
+        """`(measure, regress_on_true, train_synthesizers)` of a step number: which kind of step
+        it makes."""
         return self.options.step_kind(step)
 
     def train_step(self, x, y):

@@ -124,14 +124,16 @@ def test_saved_model_predicts_the_same_and_resumes_training(tmp_path):
     x, y = separable(64)
     model = branching_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSS, metrics=["accuracy"],
-                  sg_optimizer=keras.optimizers.SGD(1e-3), true_gradient_every=3, bp_lambda=0.2)
+                  sg_optimizer=keras.optimizers.SGD(1e-3), true_gradient_every=3, bp_lambda=0.2,
+                  synth_update_every=2)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(loaded, FunctionalDNIModel)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     config = loaded.get_compile_config()
-    assert (config["true_gradient_every"], config["bp_lambda"]) == (3, 0.2)
+    assert (config["true_gradient_every"], config["bp_lambda"],
+            config["synth_update_every"]) == (3, 0.2, 2)
     assert isinstance(loaded.sg_optimizer, keras.optimizers.SGD)
     for a, b in ((model.optimizer, loaded.optimizer), (model.sg_optimizer, loaded.sg_optimizer)):
         for u, v in zip(a.variables, b.variables):
