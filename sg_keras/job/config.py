@@ -37,6 +37,10 @@ SEQUENCE_ARCHITECTURE = ("task", "mode", "units", "synth_layers", "synth_units",
 # The flags that are the library's DNIOptions, same names and values.
 DNI_OPTIONS = ("mode", "sg_target", "true_gradient_every", "measure_every", "bp_lambda",
                "update_prob", "sg_clip_norm", "on_nonfinite", "synth_update_every")
+# The DNI options of the update-decoupled image classifier only (not of complete unlock or
+# the sequence tasks).
+CLASSIFY_ONLY = ("sg_target", "true_gradient_every", "bp_lambda", "update_prob", "sg_clip_norm",
+                 "on_nonfinite", "synth_update_every")
 
 
 class ConfigError(ValueError):
@@ -200,15 +204,13 @@ class Config:
         if self.schedule == "pipelined":
             if self.mode == "backprop":
                 fail("schedule", "needs --mode=dni or cdni (backprop stages are not decoupled).")
-            for flag, default in (("sg_target", "bootstrap"), ("true_gradient_every", 0),
-                                  ("bp_lambda", 0.0)):
-                if getattr(self, flag) != default:
-                    fail(flag, "is not supported with --schedule=pipelined (it needs a true "
-                               "backward pass through every stage).")
-            if self.synth_update_every != 1:
+            for flag in self._set_flags("sg_target", "true_gradient_every", "bp_lambda"):
+                fail(flag, "is not supported with --schedule=pipelined (it needs a true "
+                           "backward pass through every stage).")
+            if self._set_flags("synth_update_every"):
                 fail("synth_update_every", "is not supported with --schedule=pipelined (its "
                                            "synthesizers train at every step).")
-            if self.on_nonfinite != "raise":
+            if self._set_flags("on_nonfinite"):
                 fail("on_nonfinite", "is not supported with --schedule=pipelined: its step has "
                                      "no per-step guard (NaN/Inf in the weights stops the run "
                                      "before the next checkpoint is saved).")
@@ -225,12 +227,8 @@ class Config:
         if self.unlock == "complete":
             if self.mode == "backprop" or self.schedule != "sync":
                 fail("unlock", "needs --mode=dni or cdni and --schedule=sync.")
-            unsupported = {"sg_target": "bootstrap", "true_gradient_every": 0, "bp_lambda": 0.0,
-                           "update_prob": 1.0, "sg_clip_norm": None, "on_nonfinite": "raise",
-                           "synth_update_every": 1}
-            for flag, default in unsupported.items():
-                if getattr(self, flag) != default:
-                    fail(flag, "is not supported with --unlock=complete.")
+            for flag in self._set_flags(*CLASSIFY_ONLY):
+                fail(flag, "is not supported with --unlock=complete.")
         if self.strategy not in STRATEGIES:
             fail("strategy", f"must be one of {', '.join(STRATEGIES)}.")
         if self.strategy != "default" and (self.jit_compile or self.schedule != "sync"
@@ -242,17 +240,18 @@ class Config:
             self._validate_sequence(fail)
         return self
 
+    def _set_flags(self, *names):
+        """Those of the flags `names` that are not at their default value."""
+        return [name for name in names
+                if getattr(self, name) != Config.__dataclass_fields__[name].default]
+
     def _validate_sequence(self, fail):
         if self.mode not in ("backprop", "dni"):
             fail("mode", f"--task={self.task} trains with backprop (truncated BPTT) or dni.")
         if self.train_steps < 1:
             fail("train_steps", f"--task={self.task} needs the number of training batches.")
-        for flag, default in (("sg_target", "bootstrap"), ("true_gradient_every", 0),
-                              ("update_prob", 1.0), ("bp_lambda", 0.0), ("sg_clip_norm", None),
-                              ("on_nonfinite", "raise"), ("synth_update_every", 1)):
-            if getattr(self, flag) != default:
-                fail(flag, f"is an option of --task=classify; --task={self.task} does not use "
-                           "it.")
+        for flag in self._set_flags(*CLASSIFY_ONLY):
+            fail(flag, f"is an option of --task=classify; --task={self.task} does not use it.")
         for name in ("truncation", "bits", "max_repeats", "curriculum_window", "sequence_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
