@@ -123,6 +123,7 @@ class RecurrentDNI:
         self.aux_head = (keras.layers.Dense(sum(self.state_sizes), name="aux_head")
                          if self.aux else None)
         self._chunk_fn = tf.function(self._train_chunk, autograph=False)
+        self._sequence_fn = tf.function(self._train_sequence, autograph=False)
         self._built = False
 
     # ----------------------------------------------------------------- building
@@ -249,6 +250,28 @@ class RecurrentDNI:
             logs["sg_norm"] = tf.reduce_mean(norms)
         return result["state"], logs
 
+    def _train_sequence(self, state, x, y, weights, fresh, ends, context, normaliser):
+        """Every chunk of `x` in turn, one update each (one graph per sequence length)."""
+        starts = list(range(0, int(x.shape[1]), self.truncation))
+        totals = {}
+        for i, start in enumerate(starts):
+            part = slice(start, start + self.truncation)
+            last, first = float(i == len(starts) - 1), float(i == 0)
+            state, logs = self._train_chunk(state, x[:, part], y[:, part], weights[:, part],
+                                            1.0 - ends * last, 1.0 - fresh * first, context,
+                                            normaliser)
+            totals = {k: totals.get(k, 0.0) + v for k, v in logs.items()}
+        # the sequence loss is the sum of its chunks' losses; the rest are chunk means
+        return state, {k: v if k == "loss" else v / len(starts) for k, v in totals.items()}
+
+    def _inputs(self, x, y, weights, context, normaliser):
+        x, y, weights = (tf.convert_to_tensor(np.asarray(a, "float32")) for a in (x, y, weights))
+        self.build(int(x.shape[-1]))
+        n = dni_maths.local_batch(x) if normaliser is None else tf.constant(float(normaliser))
+        if context is not None:
+            context = tf.convert_to_tensor(np.asarray(context, "float32"))
+        return x, y, weights, context, n
+
     def train_chunk(self, state, x, y, weights, *, last=False, first=False, context=None,
                     normaliser=None):
         """One update on one chunk; returns `(final state, logs)`.
@@ -256,11 +279,7 @@ class RecurrentDNI:
         `last`: the sequence ends with this chunk (no synthetic gradient at its end);
         `first`: its first state is an episode start (no regression there).
         """
-        x, y, weights = (tf.convert_to_tensor(np.asarray(a, "float32")) for a in (x, y, weights))
-        self.build(int(x.shape[-1]))
-        n = dni_maths.local_batch(x) if normaliser is None else tf.constant(float(normaliser))
-        if context is not None:
-            context = tf.convert_to_tensor(np.asarray(context, "float32"))
+        x, y, weights, context, n = self._inputs(x, y, weights, context, normaliser)
         return self._chunk_fn(list(state), x, y, weights, tf.constant(0.0 if last else 1.0),
                               tf.constant(0.0 if first else 1.0), context, n)
 
@@ -268,26 +287,20 @@ class RecurrentDNI:
                        ends=True):
         """Trains on `(batch, L, ...)` sequences chunk by chunk; returns logs averaged over chunks.
 
-        `state=None` starts every sequence from the zero state (an episode start);
-        `ends=False` means the stream continues after this batch (char LM): the
-        last chunk then bootstraps too. The final state is `self.last_state`.
+        One update per chunk of `truncation` steps, all of them in one compiled
+        graph per sequence length `L` (the `loss` log is the sequence's: the sum
+        of its chunks'). `state=None` starts every sequence from the zero state
+        (an episode start); `ends=False` means the stream continues after this
+        batch (char LM): the last chunk then bootstraps too. The final state is
+        `self.last_state`.
         """
-        length = int(np.shape(x)[1])
+        x, y, weights, context, n = self._inputs(x, y, weights, context, normaliser)
         fresh = state is None
-        state = self.initial_state(int(np.shape(x)[0])) if fresh else state
-        totals = {}
-        starts = list(range(0, length, self.truncation))
-        for i, start in enumerate(starts):
-            part = slice(start, start + self.truncation)
-            state, logs = self.train_chunk(
-                state, x[:, part], y[:, part], weights[:, part],
-                last=ends and i == len(starts) - 1, first=fresh and i == 0,
-                context=context, normaliser=normaliser)
-            for key, value in logs.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-        self.last_state = state
-        sums = {"loss"}   # the sequence loss is the sum of its chunks' losses
-        return {k: v if k in sums else v / len(starts) for k, v in totals.items()}
+        state = self.initial_state(int(x.shape[0])) if fresh else list(state)
+        self.last_state, logs = self._sequence_fn(state, x, y, weights,
+                                                  tf.constant(float(fresh)),
+                                                  tf.constant(float(ends)), context, n)
+        return {k: float(v) for k, v in logs.items()}
 
     # ----------------------------------------------------------------- evaluation
 
