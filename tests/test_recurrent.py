@@ -53,9 +53,10 @@ def linear_synth(core, flat):
     return flat @ kernel + bias
 
 
-def chunk_with_random_synthesizer(part, seed):
+def chunk_with_random_synthesizer(part, seed, clip=None):
     """A core whose linear synthesizer is random, a random first state and one chunk's results."""
     core = make(truncation=2)
+    core.sg_clip_norm = clip
     x, y, w = data()
     core.build(INPUTS)
     randomise_synthesizer(core)
@@ -85,8 +86,18 @@ def test_chunk_update_is_bptt_plus_jacobian_transpose_of_the_synthetic_gradient(
     np.testing.assert_allclose(np.concatenate(result["synthetic_end"], -1), synthetic, rtol=1e-5)
 
 
-def test_synthesizer_target_is_the_gradient_reaching_the_first_state():
-    core, start, xc, yc, wc, result = chunk_with_random_synthesizer(slice(2, 4), seed=4)
+def clipped(synthetic, clip):
+    """Each example's δ̂ of each state part (h, c) scaled to an L2 norm of at most `clip`."""
+    if clip is None:
+        return synthetic
+    parts = np.split(synthetic, 2, axis=-1)
+    return np.concatenate([p * np.minimum(1.0, clip / np.linalg.norm(p, axis=-1, keepdims=True))
+                           for p in parts], -1)
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_synthesizer_target_is_the_gradient_reaching_the_first_state(clip):
+    core, start, xc, yc, wc, result = chunk_with_random_synthesizer(slice(2, 4), seed=4, clip=clip)
 
     start_flat = tf.concat(start, -1)
     with tf.GradientTape(persistent=True) as tape:
@@ -96,6 +107,9 @@ def test_synthesizer_target_is_the_gradient_reaching_the_first_state():
         end_flat = tf.concat(end, -1)
         entries = tf.unstack(tf.reshape(end_flat, [-1]))
     synthetic = linear_synth(core, end_flat).numpy()
+    if clip is not None:     # the bound is active: some δ̂ are longer than it
+        assert np.linalg.norm(synthetic[:, :UNITS], axis=-1).max() > clip
+    synthetic = clipped(synthetic, clip)     # the bootstrapped target uses the applied δ̂
     jacobian = np.stack([tape.gradient(e, start_flat).numpy() for e in entries])  # (B·2U, B, 2U)
     arriving = tape.gradient(loss, start_flat).numpy() + np.tensordot(
         (synthetic / BATCH).ravel(), jacobian, axes=1)

@@ -69,11 +69,17 @@ def test_outputs_and_dispatch_from_the_training_job(tmp_path):
     (dict(train_steps=0), "--train_steps"),
     (dict(truncation=0), "--truncation"),
     (dict(mode="backprop", aux=True), "--aux"),
+    (dict(update_prob=0.5), "--update_prob"),
 ])
 def test_bad_sequence_flags_name_the_flag(tmp_path, kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         config(tmp_path, **kwargs).validate()
     assert not os.listdir(tmp_path)
+
+
+def test_sg_clip_norm_reaches_the_recurrent_core(tmp_path):
+    cfg = config(tmp_path, sg_clip_norm=0.1).validate()
+    assert sequence_experiment.SequenceRun(cfg).core.sg_clip_norm == 0.1
 
 
 def test_a_missing_or_short_text_is_a_config_error(tmp_path):
