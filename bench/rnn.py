@@ -35,7 +35,7 @@ PAPER = {"copy": {"bptt": {2: 7, 3: 8, 4: 10, 5: 8}, "dni": {2: 16, 3: 14, 4: 18
                          "dni_aux": {2: 39, 3: 59, 4: 67, 5: 59}}}
 
 
-def _core(method, truncation, units, outputs, args, loss):
+def _core(method, truncation, units, outputs, args, loss, sg_clip_norm=None):
     import keras
 
     from sg_keras.recurrent import RecurrentDNI
@@ -44,6 +44,7 @@ def _core(method, truncation, units, outputs, args, loss):
     return RecurrentDNI(keras.layers.LSTMCell(units), keras.layers.Dense(outputs),
                         truncation=truncation, loss=loss,
                         optimizer=keras.optimizers.Adam(args.lr), sg_optimizer=sg_optimizer,
+                        sg_clip_norm=None if method == "bptt" else sg_clip_norm,
                         **METHODS[method])
 
 
@@ -57,7 +58,7 @@ def curriculum_run(task, truncation, method, seed, args):
 
     keras.utils.set_random_seed(seed)
     core = _core(method, truncation, args.units, tasks.output_features(task, args.bits),
-                 args, per_step_sigmoid_bits)
+                 args, per_step_sigmoid_bits, args.sg_clip_norm)
     rng = np.random.default_rng(seed)
     curriculum = tasks.Curriculum(threshold=args.threshold, window=args.window)
     start, raised_at = time.perf_counter(), []
@@ -72,7 +73,8 @@ def curriculum_run(task, truncation, method, seed, args):
             "wall_s": round(time.perf_counter() - start, 1), "units": args.units,
             "bits": args.bits, "batch": args.batch, "lr": args.lr, "sg_lr": args.sg_lr,
             "threshold": args.threshold, "window": args.window,
-            "max_repeats": args.max_repeats}
+            "max_repeats": args.max_repeats,
+            "sg_clip_norm": None if method == "bptt" else args.sg_clip_norm}
 
 
 def _done():
@@ -83,7 +85,13 @@ def _done():
 
 def _key(record):
     return (record["task"], record["T"], record["method"], record["seed"], record["steps"],
-            record["units"])
+            record["units"], record.get("sg_clip_norm"))
+
+
+def _in_budget(record, args):
+    """A run of this budget: same steps and LSTM, and (DNI) the same bound on δ̂."""
+    return ((record["steps"], record["units"]) == (args.steps, args.units)
+            and (record["method"] == "bptt" or record.get("sg_clip_norm") == args.sg_clip_norm))
 
 
 def curriculum_table(records):
@@ -115,7 +123,9 @@ def write_curriculum(records, args):
     notes = [f"Largest N solved per seed (seeds joined by '/'); budget (sequences, LSTM units, "
              f"bits, batch, Adam lr core, synthesizer) = {budget}; curriculum: N += 1 when the "
              f"mean per-symbol error of the last {args.window} training batches is below "
-             f"{args.threshold} bits.",
+             f"{args.threshold} bits; DNI's δ̂ "
+             + (f"clipped to an L2 norm of {args.sg_clip_norm:g} per example and state part."
+                if args.sg_clip_norm else "not clipped."),
              "Paper columns: Table 1 of Jaderberg et al. 2016 as recalled, NOT verified against "
              "the paper's text (no access here); the paper trained far longer and larger.",
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
@@ -136,11 +146,12 @@ def char_lm(args):
     train, held_out = text.ids[:split], text.ids[split:]
     depth = len(text.vocabulary)
     rows = []
-    for method in ("bptt", "dni"):
+    variants = [("bptt", None)] + [("dni", clip) for clip in args.lm_sg_clip_norm]
+    for method, clip in variants:
         for seed in args.seeds:
             keras.utils.set_random_seed(seed)
             core = _core(method, args.lm_truncation, args.lm_units, depth, args,
-                         per_step_softmax_bits)
+                         per_step_softmax_bits, clip)
             batches = tasks.stream_batches(train, args.batch, args.lm_length)
             state, times = None, []
             for step in range(args.lm_steps):
@@ -152,7 +163,8 @@ def char_lm(args):
                 times.append(time.perf_counter() - begin)
                 state = core.last_state
             bpc = held_out_bpc(core, held_out, depth, args)
-            rows.append({"method": method, "seed": seed, "T": args.lm_truncation,
+            rows.append({"method": method, "δ̂ clip": clip, "seed": seed,
+                         "T": args.lm_truncation,
                          "held-out BPC": bpc, "median step ms": 1e3 * np.median(times[10:])})
             print(rows[-1], flush=True)
     return rows
@@ -184,6 +196,10 @@ def _text_name(path):
     return path.name
 
 
+def _clip(text):
+    return None if text.lower() == "none" else float(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", nargs="+", default=["copy", "repeat_copy"],
@@ -198,6 +214,8 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam, core")
     parser.add_argument("--sg_lr", type=float, default=3e-4, help="Adam, synthesizer")
+    parser.add_argument("--sg_clip_norm", type=float, default=None,
+                        help="per-example bound on the DNI runs' δ̂ (the table's too)")
     parser.add_argument("--threshold", type=float, default=0.15)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--max_repeats", type=int, default=2)
@@ -207,6 +225,8 @@ def main():
     parser.add_argument("--lm_units", type=int, default=64)
     parser.add_argument("--lm_length", type=int, default=30)
     parser.add_argument("--lm_steps", type=int, default=300)
+    parser.add_argument("--lm_sg_clip_norm", type=_clip, nargs="+", default=[None, 1.0, 0.1],
+                        help="char LM: one DNI run per bound on δ̂ ('none': unbounded)")
     parser.add_argument("--lm_eval_chars", type=int, default=5000,
                         help="held-out characters scored (from the start of the last 10 %%)")
     parser.add_argument("--table", action="store_true", help="only rewrite the tables")
@@ -217,13 +237,15 @@ def main():
             for seed in args.seeds:
                 for truncation in args.truncation:
                     for method in args.method:
-                        if (task, truncation, method, seed, args.steps, args.units) in done:
+                        clip = None if method == "bptt" else args.sg_clip_norm
+                        if (task, truncation, method, seed, args.steps, args.units,
+                                clip) in done:
                             continue
                         record = curriculum_run(task, truncation, method, seed, args)
                         print(json.dumps(record), flush=True)
                         with RUNS_FILE.open("a", encoding="utf-8") as handle:
                             handle.write(json.dumps(record) + "\n")
-    budget = [r for r in _done() if (r["steps"], r["units"]) == (args.steps, args.units)]
+    budget = [r for r in _done() if _in_budget(r, args)]
     if budget:   # the table is of one budget; rnn_runs.jsonl keeps every run
         write_curriculum(budget, args)
     if "char_lm" in args.task and not args.table:
@@ -236,11 +258,13 @@ def main():
         ratio = (sum(dni) / len(dni)) / (sum(bptt) / len(bptt))
         common.write_results(
             "rnn_char_lm", "Recurrent DNI: char-level LM, BPTT vs DNI, same T",
-            ["method", "seed", "T", "held-out BPC", "median step ms"], rows,
+            ["method", "δ̂ clip", "seed", "T", "held-out BPC", "median step ms"], rows,
             notes=[f"Text: {_text_name(args.text_path)} (last 10 % held out, its first "
                    f"{args.lm_eval_chars} characters scored from the zero state); "
                    f"LSTM {args.lm_units}, {args.batch} streams x {args.lm_length} characters, "
-                   f"{args.lm_steps} batches, Adam {args.lr}.",
+                   f"{args.lm_steps} batches, Adam {args.lr} (core), {args.sg_lr} "
+                   f"(synthesizer); δ̂ clip: per-example L2 bound on each state part's "
+                   f"synthetic gradient (None: unbounded).",
                    f"Step-time ratio DNI/BPTT (median per batch, same run): {ratio:.2f}."])
 
 
