@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from absl import flags
@@ -18,6 +19,18 @@ def test_every_field_is_a_flag_with_the_same_default():
     for field in dataclasses.fields(Config):
         if field.name not in ("model_dir", "mode", "lr_decay_steps"):
             assert getattr(config, field.name) == getattr(Config(), field.name), field.name
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.cfg"))
+
+
+@pytest.mark.parametrize("flagfile", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_flagfile_is_a_valid_config(flagfile):
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["train.py", f"--flagfile={flagfile}"])
+    config = config_from_flags(values)      # validates
+    assert config.model_dir
 
 
 @pytest.mark.parametrize("changes, flag", [

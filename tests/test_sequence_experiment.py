@@ -70,6 +70,7 @@ def test_outputs_and_dispatch_from_the_training_job(tmp_path):
     (dict(truncation=0), "--truncation"),
     (dict(mode="backprop", aux=True), "--aux"),
     (dict(update_prob=0.5), "--update_prob"),
+    (dict(mode="backprop", sg_clip_norm=0.1), "--sg_clip_norm"),
 ])
 def test_bad_sequence_flags_name_the_flag(tmp_path, kwargs, flag):
     with pytest.raises(ConfigError, match=flag):

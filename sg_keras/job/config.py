@@ -258,6 +258,8 @@ class Config:
                 fail(name, "must be an integer >= 1.")
         if self.aux and self.mode != "dni":
             fail("aux", "DNI + Aux needs --mode=dni.")
+        if self.sg_clip_norm is not None and self.mode != "dni":
+            fail("sg_clip_norm", "bounds the synthetic gradient of --mode=dni.")
         if not self.aux_weight >= 0:
             fail("aux_weight", "must be >= 0.")
         if not self.curriculum_threshold > 0:
