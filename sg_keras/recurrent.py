@@ -88,7 +88,10 @@ class RecurrentDNI:
         aux_weight: weight of the auxiliary regression loss.
         context_dim: features of an optional per-example context given to the
             synthesizer (cDNI-style); None for none.
-        sg_clip_norm: optional per-example L2 bound on `δ̂` before it is applied.
+        sg_clip_norm: optional per-example L2 bound on each state part of `δ̂`; the
+            update and the bootstrapped target both use the bounded `δ̂`. On a
+            never-ending stream (char LM) unbounded bootstrapping can diverge: the
+            benchmarks use 0.1.
 
     Every step takes the batch normaliser `N` explicitly (default: the local batch).
     """
@@ -114,7 +117,9 @@ class RecurrentDNI:
         self.aux_weight = in_interval(aux_weight, 0.0, math.inf, "aux_weight")
         self.context_dim = None if context_dim is None else int_at_least(context_dim, 1,
                                                                          "context_dim")
-        self.sg_clip_norm = sg_clip_norm
+        self.sg_clip_norm = (None if sg_clip_norm is None else
+                             in_interval(sg_clip_norm, 0.0, math.inf, "sg_clip_norm",
+                                         low_open=True))
         self.optimizer = optimizer
         self.sg_optimizer = (clone_optimizer(optimizer)
                              if sg_optimizer is None and synthesizer is not None else sg_optimizer)

@@ -246,6 +246,7 @@ def test_softmax_bits():
     (dict(synthesizer="mlp"), "synthesizer"),
     (dict(synthesizer=None, aux=True), "aux"),
     (dict(aux_weight=-1.0), "aux_weight"),
+    (dict(sg_clip_norm=0.0), "sg_clip_norm"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, argument):
     options = {"truncation": 2, "loss": per_step_sigmoid_bits,
