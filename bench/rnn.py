@@ -51,7 +51,7 @@ def _core(method, truncation, units, outputs, args, loss, sg_clip_norm=None):
     return RecurrentDNI(keras.layers.LSTMCell(units), keras.layers.Dense(outputs),
                         truncation=truncation, loss=loss,
                         optimizer=keras.optimizers.Adam(args.lr), sg_optimizer=sg_optimizer,
-                        sg_clip_norm=None if method == "bptt" else sg_clip_norm,
+                        sg_clip_norm=sg_clip_norm,
                         **METHODS[method])
 
 
@@ -65,7 +65,7 @@ def curriculum_run(task, truncation, method, seed, args):
 
     keras.utils.set_random_seed(seed)
     core = _core(method, truncation, args.units, tasks.output_features(task, args.bits),
-                 args, per_step_sigmoid_bits, args.sg_clip_norm)
+                 args, per_step_sigmoid_bits, _clip_of(method, args))
     rng = np.random.default_rng(seed)
     curriculum = tasks.Curriculum(threshold=args.threshold, window=args.window)
     start, raised_at = time.perf_counter(), []
@@ -81,7 +81,12 @@ def curriculum_run(task, truncation, method, seed, args):
             "bits": args.bits, "batch": args.batch, "lr": args.lr, "sg_lr": args.sg_lr,
             "threshold": args.threshold, "window": args.window,
             "max_repeats": args.max_repeats,
-            "sg_clip_norm": None if method == "bptt" else args.sg_clip_norm}
+            "sg_clip_norm": _clip_of(method, args)}
+
+
+def _clip_of(method, args):
+    """The bound on δ̂ a run of `method` uses (BPTT has no δ̂)."""
+    return None if method == "bptt" else args.sg_clip_norm
 
 
 def _done():
@@ -250,10 +255,10 @@ def main():
             for seed in args.seeds:
                 for truncation in args.truncation:
                     for method in args.method:
-                        dni = method != "bptt"
-                        if (task, truncation, method, seed, args.steps, args.units,
-                                args.sg_clip_norm if dni else None,
-                                args.sg_lr if dni else None) in done:
+                        planned = {"task": task, "T": truncation, "method": method,
+                                   "seed": seed, "steps": args.steps, "units": args.units,
+                                   "sg_lr": args.sg_lr, "sg_clip_norm": _clip_of(method, args)}
+                        if _key(planned) in done:
                             continue
                         record = curriculum_run(task, truncation, method, seed, args)
                         print(json.dumps(record), flush=True)
