@@ -23,6 +23,7 @@ the true future gradient at the chunk boundaries (`--measure_every`).
     python bench/rnn.py --task copy repeat_copy --method dni --sg_lr 1e-3   # another rate
     python bench/rnn.py --task copy repeat_copy --method dni   # the default rate, 3e-3
     python bench/rnn.py --task copy repeat_copy --method bptt dni --seeds 3 4
+    python bench/rnn.py --task copy repeat_copy --method bptt dni --truncation 5 8
     python bench/rnn.py --task char_lm --lm_steps 1000
     python bench/rnn.py --table          # only rewrite the tables from the runs file
 """
