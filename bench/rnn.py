@@ -83,7 +83,7 @@ def curriculum_run(task, truncation, method, seed, args):
         if curriculum.update(tasks.per_symbol_error(logs["loss"], w)):
             raised_at.append(step + 1)
         if method != "bptt" and (step + 1) % args.measure_every == 0:
-            cosines.append(boundary_cosine(core, x, y, w))
+            cosines.append(np.mean(core.boundary_cosines(x, y, w) or [0.0]))
     return {"task": task, "T": truncation, "method": method, "seed": seed,
             "solved": curriculum.solved, "raised_at": raised_at, "steps": args.steps,
             "wall_s": round(time.perf_counter() - start, 1), "units": args.units,
@@ -92,16 +92,6 @@ def curriculum_run(task, truncation, method, seed, args):
             "max_repeats": args.max_repeats,
             "sg_clip_norm": _clip_of(method, args),
             "boundary_cosine": round(float(np.mean(cosines)), 3) if cosines else None}
-
-
-def boundary_cosine(core, x, y, w):
-    """Mean over a batch's chunk boundaries of cos(δ̂, true future gradient from full BPTT)."""
-    import numpy as np
-
-    from sg_keras.metrics import cosine_similarity
-
-    pairs = core.boundary_gradients(x, y, w)
-    return float(np.mean([cosine_similarity(a, b) for a, b in pairs])) if pairs else 0.0
 
 
 def _clip_of(method, args):
@@ -136,10 +126,12 @@ def curriculum_table(records):
     for task in ("copy", "repeat_copy"):
         for t in sorted({r["T"] for r in records if r["task"] == task}):
             row = {"task": task, "T": t}
-            by_seed = {}
+            by_seed, cosines = {}, {"dni": [], "dni_aux": []}
             for r in records:
                 if (r["task"], r["T"]) == (task, t):
                     by_seed.setdefault(r["seed"], {})[r["method"]] = r["solved"]
+                    if r.get("boundary_cosine") is not None:
+                        cosines[r["method"]].append(r["boundary_cosine"])
             for method in METHODS:
                 solved = [by_seed.get(seed, {}).get(method, "-") for seed in seeds]
                 row[method] = "/".join(map(str, solved))
@@ -147,11 +139,8 @@ def curriculum_table(records):
             full = [s for s in by_seed.values() if {"bptt", "dni"} <= set(s)]
             row["DNI > BPTT (seeds)"] = (f"{sum(s['dni'] > s['bptt'] for s in full)}/{len(full)}"
                                          if full else None)
-            for method in ("dni", "dni_aux"):
-                cosines = [r["boundary_cosine"] for r in records
-                           if (r["task"], r["T"], r["method"]) == (task, t, method)
-                           and r.get("boundary_cosine") is not None]
-                row[f"cos {method}"] = round(sum(cosines) / len(cosines), 2) if cosines else None
+            for method, values in cosines.items():
+                row[f"cos {method}"] = round(sum(values) / len(values), 2) if values else None
             rows.append(row)
     return rows
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from sg_keras import dni_maths
 from sg_keras.engine import clone_optimizer
+from sg_keras.metrics import cosine_similarity
 from sg_keras.synthesizers import DenseSynthesizer
 from sg_keras.validation import ArgumentError, in_interval, int_at_least
 
@@ -348,3 +349,11 @@ class RecurrentDNI:
         true = tape.gradient(loss, boundaries)
         return [(_flat(self.synthetic_gradient(s, context)),
                  dni_maths.regression_target(_flat(t), n)) for s, t in zip(boundaries, true)]
+
+    def boundary_cosines(self, x, y, weights, state=None, context=None, normaliser=None):
+        """`cos(δ̂_k, true future gradient)` at each chunk boundary `k`, as floats.
+
+        The pairs are `boundary_gradients`'; each cosine is over the whole batch.
+        """
+        return [float(cosine_similarity(synthetic, true)) for synthetic, true in
+                self.boundary_gradients(x, y, weights, state, context, normaliser)]

@@ -235,6 +235,19 @@ def test_boundary_gradients_match_full_bptt_at_the_boundary():
     np.testing.assert_allclose(pairs[1][0].numpy(), linear_synth(core, flat).numpy(), rtol=1e-5)
 
 
+def test_boundary_cosines_are_those_of_the_whole_batch_at_each_boundary():
+    core = make(truncation=2)
+    x, y, w = data()
+    core.build(INPUTS)
+    randomise_synthesizer(core)
+    expected = []
+    for synthetic, true in core.boundary_gradients(x, y, w):
+        a, b = synthetic.numpy().ravel(), true.numpy().ravel()
+        expected.append(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    assert len(expected) == 2
+    np.testing.assert_allclose(core.boundary_cosines(x, y, w), expected, rtol=1e-5)
+
+
 def test_softmax_bits():
     logits = tf.zeros((2, 4))
     np.testing.assert_allclose(per_step_softmax_bits(tf.constant([0, 3]), logits).numpy(),

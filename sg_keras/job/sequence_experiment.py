@@ -42,7 +42,6 @@ from sg_keras.job.checkpoints import Checkpoints, RunDirectory
 from sg_keras.job.config import ConfigError
 from sg_keras.job.history import MetricsLog
 from sg_keras.job.summaries import Summaries
-from sg_keras.metrics import cosine_similarity
 from sg_keras.recurrent import RecurrentDNI, per_step_sigmoid_bits, per_step_softmax_bits
 from sg_keras.synthesizers import DenseSynthesizer
 from sg_keras.validation import ArgumentError
@@ -172,9 +171,8 @@ class SequenceRun:
 
     def cosines(self, x, y, w, state):
         """Cosine of the synthetic and the true (full-BPTT) future gradient at each boundary."""
-        pairs = self.core.boundary_gradients(x, y, w, state=state)
-        values = {f"cosine/boundary{k + 1}": float(cosine_similarity(a, b))
-                  for k, (a, b) in enumerate(pairs)}
+        values = {f"cosine/boundary{k + 1}": c
+                  for k, c in enumerate(self.core.boundary_cosines(x, y, w, state=state))}
         if values:
             values["cosine/mean"] = float(np.mean(list(values.values())))
         return values
