@@ -74,8 +74,7 @@ def curriculum_run(task, truncation, method, seed, args):
     import numpy as np
 
     from sg_keras.job import sequence_tasks as tasks
-    from sg_keras.metrics import cosine_similarity
-    from sg_keras.recurrent import per_step_sigmoid_bits
+    from sg_keras.recurrent import pair_cosines, per_step_sigmoid_bits
 
     keras.utils.set_random_seed(seed)
     core = _core(method, truncation, args.units, tasks.output_features(task, args.bits),
@@ -91,7 +90,7 @@ def curriculum_run(task, truncation, method, seed, args):
             raised_at.append(step + 1)
         if method != "bptt" and (step + 1) % args.measure_every == 0:
             pairs = core.boundary_gradients(x, y, w)
-            cosines.append(np.mean([cosine_similarity(*pair) for pair in pairs] or [0.0]))
+            cosines.append(np.mean(pair_cosines(pairs) or [0.0]))
             norms += [np.linalg.norm(pair, axis=-1) for pair in pairs]
     return {"task": task, "T": truncation, "method": method, "seed": seed,
             "solved": curriculum.solved, "raised_at": raised_at, "steps": args.steps,

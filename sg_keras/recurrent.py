@@ -355,5 +355,9 @@ class RecurrentDNI:
 
         The pairs are `boundary_gradients`'; each cosine is over the whole batch.
         """
-        return [float(cosine_similarity(synthetic, true)) for synthetic, true in
-                self.boundary_gradients(x, y, weights, state, context, normaliser)]
+        return pair_cosines(self.boundary_gradients(x, y, weights, state, context, normaliser))
+
+
+def pair_cosines(pairs):
+    """The cosine of each `(synthetic, true)` pair of `boundary_gradients`, as floats."""
+    return [float(cosine_similarity(synthetic, true)) for synthetic, true in pairs]
