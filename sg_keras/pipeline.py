@@ -264,6 +264,10 @@ class PipelinedTrainer:
         del x, y
         return {}
 
+    def check_finite(self):
+        """Does nothing: the pipeline has no NaN/Inf guard, so no step is ever refused (check
+        `nonfinite_variables()` before a checkpoint)."""
+
     def nonfinite_variables(self):
         """Paths of the weights, in-flight activations and optimizer variables holding NaN/Inf."""
         optimizers = [self.optimizer, self.sg_optimizer, *self.stage_optimizers,
