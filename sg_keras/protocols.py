@@ -82,7 +82,8 @@ class SequenceTrainer(Protocol):
     def initial_state(self, batch_size):
         """The zero recurrent state of a batch."""
 
-    def train_sequence(self, x, y, weights, *, state=None, context=None, normaliser=None):
+    def train_sequence(self, x, y, weights, *, state=None, context=None, normaliser=None,
+                       ends=True):
         """Trains on one batch of sequences, chunk by chunk; the logs (and the last state when
         the caller carries it)."""
 
