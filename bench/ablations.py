@@ -22,7 +22,7 @@ Writes bench/results/ablations.{json,md}.
 import argparse
 import statistics
 
-import common
+from benchlib import paths, tables, training
 
 VARIANTS = {
     "baseline": {},
@@ -43,11 +43,11 @@ def main():
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--measure_every", type=int, default=50)
     args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    paths.require_mnist()
+    budget = training.schedule(args.epochs)
 
     def cell(name, **settings):
-        errors, walls, logs = common.train_seeds(f"ablations/{name}", args.seeds, num_layers=3,
+        errors, walls, logs = training.train_seeds(f"ablations/{name}", args.seeds, num_layers=3,
                                                  **budget, **settings)
         return {"test error %": statistics.mean(errors),
                 "per seed %": ", ".join(f"{e:.2f}" for e in errors),
@@ -60,7 +60,7 @@ def main():
             name = f"{mode}_{variant.replace(' ', '_').replace(':', '').replace('.', '')}"
             row = {"variant": variant, "mode": mode,
                    **cell(name, mode=mode, measure_every=args.measure_every, **VARIANTS[variant])}
-            cosines = common.final_cosines(row["logs"])
+            cosines = training.final_cosines(row["logs"])
             row["final cosine per layer"] = ", ".join(f"{c:.2f}" for c in cosines.values())
             row["final_cosine"] = cosines
             rows.append(row)
@@ -70,17 +70,17 @@ def main():
         if row["variant"] != "baseline" and row["mode"] in baselines:
             row["vs baseline (pp)"] = f"{row['test error %'] - baselines[row['mode']]:+.2f}"
     notes = [f"Budget per cell: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
-             f"{common.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
+             f"{training.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
              f"3-layer FCN (256 units); seeds {args.seeds}; test error on the 10,000 MNIST test "
              "images (mean over seeds).",
              "Baseline: linear synthesizer, bootstrapped SG target, update probability 1; each "
              "variant changes one setting.",
              "Final cosine: mean cos(synthetic, true gradient) over the last "
-             f"{common.TAIL:.0%} of the measurements, layers bottom to top; measured every "
+             f"{training.TAIL:.0%} of the measurements, layers bottom to top; measured every "
              f"{args.measure_every} steps, and on every step that computes the true gradient "
              "anyway: every step for 'target: true gradient', every 10th step for 'target: "
              "true every 10 steps'."]
-    common.write_results(
+    tables.write_results(
         "ablations", "Ablations at 3 layers: synthesizer depth, SG target, update probability",
         ["variant", "mode", "test error %", "per seed %", "vs baseline (pp)",
          "final cosine per layer", "wall s"], rows, notes, budget=budget, seeds=args.seeds)

@@ -8,7 +8,7 @@ Dense → BatchNorm → ReLU, and a Dense(10) head; linear synthesizers), batch
   targets: backprop >= 97 %, cDNI >= 96 %, DNI >= 93 %;
 * the step-time ratios DNI/backprop and cDNI/backprop: the three trainers
   are built in this process and `train_step` is timed in blocks that
-  interleave the modes (see `common.time_trainers`), after a warm-up.
+  interleave the modes (see `timing.time_trainers`), after a warm-up.
 
 Writes bench/results/acceptance.{json,md}.
 
@@ -20,7 +20,7 @@ import argparse
 import statistics
 import sys
 
-import common
+from benchlib import paths, tables, timing, training
 
 MODES = ("backprop", "cdni", "dni")
 TARGETS = {"backprop": 97.0, "cdni": 96.0, "dni": 93.0}
@@ -43,18 +43,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=30, help="timing rounds")
     parser.add_argument("--block", type=int, default=50, help="steps per timing block")
     args = parser.parse_args()
-    common.require_mnist()
+    paths.require_mnist()
 
     accuracy = {mode: [] for mode in MODES}
     wall = {mode: [] for mode in MODES}
     for seed in args.seeds:
         for mode in MODES:
-            summary, _ = common.train(f"acceptance/{mode}_seed{seed}", mode=mode, seed=seed,
+            summary, _ = training.train(f"acceptance/{mode}_seed{seed}", mode=mode, seed=seed,
                                       epochs=args.epochs, measure_every=0)
             accuracy[mode].append(100 * summary["test_accuracy"])
             wall[mode].append(summary["wall_time_s"])
 
-    times, errors = common.time_trainers({mode: {"mode": mode, "measure_every": 0}
+    times, errors = timing.time_trainers({mode: {"mode": mode, "measure_every": 0}
                                           for mode in MODES}, rounds=args.rounds, block=args.block)
     if errors:
         sys.exit(f"timing failed: {errors}")
@@ -62,7 +62,7 @@ def main():
     rows = []
     for mode in MODES:
         step = statistics.median(times[mode])
-        median_ratio, ratio_text = common.ratio(times, mode, "backprop")
+        median_ratio, ratio_text = timing.ratio(times, mode, "backprop")
         rows.append({
             "mode": mode, "target %": f">= {TARGETS[mode]:.0f}",
             "test acc. mean %": statistics.mean(accuracy[mode]),
@@ -72,13 +72,13 @@ def main():
             "step ms": 1000 * step, "steps/s": 1 / step,
             "step time / backprop": ratio_text, "ratio_vs_backprop": median_ratio,
             "run wall s (mean)": statistics.mean(wall[mode])})
-    notes = [f"Budget: {args.epochs:g} epochs of batch {common.BATCH_SIZE} "
-             f"({common.total_steps(args.epochs)} steps), Adam 1e-3, no decay, "
+    notes = [f"Budget: {args.epochs:g} epochs of batch {training.BATCH_SIZE} "
+             f"({training.total_steps(args.epochs)} steps), Adam 1e-3, no decay, "
              f"seeds {args.seeds}; test accuracy on the 10,000 MNIST test images.",
              f"Step times: median over {args.rounds} rounds of {args.block} train_step calls "
              "per mode, modes interleaved (measure_every=0); step time / backprop: median of the "
              "per-round ratios (interquartile range in brackets)."]
-    common.write_results(
+    tables.write_results(
         "acceptance", "Acceptance: MNIST 3-layer FCN, 3 epochs, backprop vs cDNI vs DNI",
         ["mode", "target %", "test acc. mean %", "min %", "per seed %", "met", "step ms",
          "steps/s", "step time / backprop"], rows, notes,

@@ -24,7 +24,7 @@ import statistics
 import numpy as np
 from matplotlib.figure import Figure
 
-import common
+from benchlib import figures, paths, tables, training
 from sg_keras.job import plots
 from sg_keras.options import MODES
 
@@ -73,13 +73,13 @@ def main():
     parser.add_argument("--measure_every", type=int, default=50,
                         help="steps between cosine measurements")
     args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    paths.require_mnist()
+    budget = training.schedule(args.epochs)
 
     errors, walls, logs = {}, {}, {}
     for layers in args.layers:
         for mode in args.modes:
-            errors[layers, mode], walls[layers, mode], logs[layers, mode] = common.train_seeds(
+            errors[layers, mode], walls[layers, mode], logs[layers, mode] = training.train_seeds(
                 f"accuracy/fcn{layers}_{mode}", args.seeds, mode=mode, num_layers=layers,
                 eval_every=args.eval_every, measure_every=args.measure_every, **budget)
 
@@ -87,7 +87,7 @@ def main():
     for (layers, mode), cell in errors.items():
         reference = errors.get((layers, "backprop"))
         gap = statistics.mean(cell) - statistics.mean(reference) if reference else None
-        cosines = common.final_cosines(logs[layers, mode]) if mode != "backprop" else {}
+        cosines = training.final_cosines(logs[layers, mode]) if mode != "backprop" else {}
         rows.append({"layers": layers, "mode": mode, "test error %": statistics.mean(cell),
                      "per seed %": ", ".join(f"{e:.2f}" for e in cell),
                      "vs backprop (pp)": None if mode == "backprop" or gap is None
@@ -97,14 +97,14 @@ def main():
                      "wall s": statistics.mean(walls[layers, mode]),
                      "per_seed_error": cell, "final_cosine": cosines})
     notes = [f"Budget per cell: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
-             f"{common.BATCH_SIZE}, Adam 1e-3 (network and synthesizers) x0.1 at steps "
+             f"{training.BATCH_SIZE}, Adam 1e-3 (network and synthesizers) x0.1 at steps "
              f"{', '.join(budget['lr_decay_steps'])}; linear synthesizers, SG target bootstrap; "
              f"seeds {args.seeds}; error on the 10,000 MNIST test images (mean over seeds).",
              "Targets at 3 layers: cDNI within 0.3 pp of backprop's error, DNI within 1.0 pp.",
              "Final cosine: mean cos(synthetic, true gradient) over the last "
-             f"{common.TAIL:.0%} of the measurements (every {args.measure_every} steps), "
+             f"{training.TAIL:.0%} of the measurements (every {args.measure_every} steps), "
              "layers bottom to top."]
-    common.write_results(
+    tables.write_results(
         "accuracy", "MNIST FCN test error by depth: backprop vs DNI vs cDNI",
         ["layers", "mode", "test error %", "per seed %", "vs backprop (pp)", "target met",
          "final cosine per layer", "wall s"], rows, notes, budget=budget, seeds=args.seeds)
@@ -116,9 +116,9 @@ def main():
         curves[mode] = (steps, 100 * (1 - accuracy))
     plots.save_png(plots.error_curves(curves, f"MNIST test error, {curve_depth}-layer FCN "
                                               f"(mean of {len(args.seeds)} seeds)"),
-                   common.RESULTS / "test_error_vs_step.png")
+                   paths.RESULTS / "test_error_vs_step.png")
     if {"dni", "cdni"} <= set(args.modes):
-        common.save_figure(fidelity_figure(logs, args.layers), "gradient_fidelity")
+        figures.save_figure(fidelity_figure(logs, args.layers), "gradient_fidelity")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import statistics
 
 from matplotlib.figure import Figure
 
-import common
+from benchlib import figures, tables, training
 
 
 def figure_of(errors, probs, modes):
@@ -41,25 +41,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", nargs="+", default=["dni", "cdni"], choices=["dni", "cdni"])
     parser.add_argument("--probs", type=float, nargs="+", default=[1.0, 0.5, 0.2, 0.1, 0.05])
-    args, budget = common.parse_budget(parser, epochs=10.0)
+    args, budget = training.parse_budget(parser, epochs=10.0)
 
     errors = {}
     for mode in args.modes:
         for prob in args.probs:
-            errors[mode, prob], _, _ = common.train_seeds(
+            errors[mode, prob], _, _ = training.train_seeds(
                 f"async/fcn4_{mode}_p{prob:g}", args.seeds, mode=mode, num_layers=4,
                 update_prob=prob, eval_every=budget["train_steps"], measure_every=0, **budget)
     rows = [{"mode": mode, "update probability": prob, "test error %": statistics.mean(cell),
              "per seed %": ", ".join(f"{e:.2f}" for e in cell), "per_seed_error": cell}
             for (mode, prob), cell in errors.items()]
     notes = [f"Budget per cell: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
-             f"{common.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
+             f"{training.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
              f"linear synthesizers; seeds {args.seeds}.",
              "Paper (section 3.2): DNI about 2 % error at p = 0.2; cDNI still trains at p = 0.05."]
-    common.write_results("async_updates", "Test error against update probability, 4-layer FCN",
+    tables.write_results("async_updates", "Test error against update probability, 4-layer FCN",
                          ["mode", "update probability", "test error %", "per seed %"], rows, notes,
                          budget=budget, seeds=args.seeds)
-    common.save_figure(figure_of(errors, args.probs, args.modes), "async_updates")
+    figures.save_figure(figure_of(errors, args.probs, args.modes), "async_updates")
 
 
 if __name__ == "__main__":

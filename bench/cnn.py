@@ -19,7 +19,7 @@ Writes bench/results/cnn.{json,md}.
 import argparse
 import statistics
 
-import common
+from benchlib import tables, training
 
 MODES = ("backprop", "dni", "cdni")
 
@@ -29,12 +29,12 @@ def main():
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--filters", type=int, default=32)
-    args, budget = common.parse_budget(parser, epochs=2.0)
+    args, budget = training.parse_budget(parser, epochs=2.0)
 
     rows = []
     for layers in args.layers:
         for mode in args.modes:
-            errors, walls, _ = common.train_seeds(
+            errors, walls, _ = training.train_seeds(
                 f"cnn/cnn{layers}_{mode}_f{args.filters}", args.seeds, model="cnn", mode=mode,
                 num_layers=layers, filters=args.filters, eval_every=budget["train_steps"],
                 measure_every=0, **budget)
@@ -44,9 +44,9 @@ def main():
             print(rows[-1], flush=True)
     notes = [f"MNIST CNN with {args.filters} filters per conv layer and per synthesizer hidden "
              f"layer; budget per cell {args.epochs:g} epochs = {budget['train_steps']} steps of "
-             f"batch {common.BATCH_SIZE}, Adam 1e-3 x0.1 at steps "
+             f"batch {training.BATCH_SIZE}, Adam 1e-3 x0.1 at steps "
              f"{', '.join(budget['lr_decay_steps'])}; seeds {args.seeds}; bootstrapped targets."]
-    common.write_results("cnn", "MNIST CNN: backprop, DNI and cDNI",
+    tables.write_results("cnn", "MNIST CNN: backprop, DNI and cDNI",
                          ["layers", "mode", "test error %", "per seed %", "wall s"], rows, notes,
                          budget=budget, seeds=args.seeds, filters=args.filters)
 

@@ -33,7 +33,7 @@ Writes bench/results/dni_lag.{json,md}.
 import argparse
 import statistics
 
-import common
+from benchlib import tables, training
 
 PAPER = {"synth_layers": 2, "synth_units": 1024}
 CELLS = {
@@ -58,17 +58,17 @@ CELLS = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
-    args, budget = common.parse_budget(parser, epochs=10.0)
+    args, budget = training.parse_budget(parser, epochs=10.0)
 
     rows = []
     for cell in args.cells:
         hypothesis, settings = CELLS[cell]
         measure = 0 if settings["mode"] == "backprop" else 50
         name = "dni_lag/" + "".join(c if c.isalnum() else "_" for c in cell.lower())
-        errors, walls, logs = common.train_seeds(name, args.seeds, num_layers=3,
+        errors, walls, logs = training.train_seeds(name, args.seeds, num_layers=3,
                                                  eval_every=budget["train_steps"],
                                                  measure_every=measure, **settings, **budget)
-        cosines = common.final_cosines(logs) if measure else {}
+        cosines = training.final_cosines(logs) if measure else {}
         rows.append({"cell": cell, "hypothesis": hypothesis,
                      "test error %": statistics.mean(errors),
                      "per seed %": ", ".join(f"{e:.2f}" for e in errors),
@@ -78,11 +78,11 @@ def main():
                      "per_seed_error": errors})
         print(rows[-1], flush=True)
     notes = [f"3-layer FCN, budget per cell {args.epochs:g} epochs = {budget['train_steps']} "
-             f"steps of batch {common.BATCH_SIZE}, Adam 1e-3 (network and, unless stated, "
+             f"steps of batch {training.BATCH_SIZE}, Adam 1e-3 (network and, unless stated, "
              f"synthesizers) x0.1 at steps {', '.join(budget['lr_decay_steps'])}; seeds "
              f"{args.seeds}; cosine: synthetic vs true gradient, mean over the last 20 % of the "
              "measurements (every 50 steps), per decoupled layer from the bottom."]
-    common.write_results("dni_lag", "Why DNI lags: one run per hypothesis",
+    tables.write_results("dni_lag", "Why DNI lags: one run per hypothesis",
                          ["cell", "hypothesis", "test error %", "per seed %",
                           "cosine (lower, upper layer)", "wall s"], rows, notes,
                          budget=budget, seeds=args.seeds)

@@ -23,7 +23,7 @@ Writes bench/results/guard_cost.{json,md}.
 import argparse
 import statistics
 
-import common
+from benchlib import paths, tables, timing, training
 import speed
 from sg_keras import engine
 
@@ -53,25 +53,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--block_s", type=float, default=0.5, help="seconds per timed block")
     args = parser.parse_args()
-    common.require_mnist()
-    train_split, _ = common.load_mnist()
-    batches = common.batches(train_split, 20)
+    paths.require_mnist()
+    train_split, _ = paths.load_mnist()
+    batches = timing.batches(train_split, 20)
     rows = []
     for shape in args.shapes:
         depth, width = map(int, shape.split("x"))
         made = steppers(depth, width, batches)
         block = speed.block_size(made, batches, args.block_s, warmup=5)
-        times = common.step_times(made, batches, warmup=0, rounds=args.rounds, block=block)
+        times = timing.step_times(made, batches, warmup=0, rounds=args.rounds, block=block)
         for method in METHODS:
-            ratio, text = common.ratio(times, method, "keras tape")
+            ratio, text = timing.ratio(times, method, "keras tape")
             rows.append({"shape": shape, "method": method,
                          "step ms": 1000 * statistics.median(times[method]),
                          "vs keras tape": text, "ratio": ratio})
             print(rows[-1], flush=True)
-    common.write_results(
+    tables.write_results(
         "guard_cost", "sg_keras backprop against plain Keras, with and without the full guard",
         ["shape", "method", "step ms", "vs keras tape"], rows,
-        [f"Batch {common.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
+        [f"Batch {training.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
          f"of about {args.block_s} s, interleaved and rotated; ratios are medians of per-round "
          "ratios to the keras tape step (IQR in brackets)."])
 

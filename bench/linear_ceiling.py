@@ -36,7 +36,7 @@ import json
 
 import numpy as np
 
-import common
+from benchlib import paths, tables, training
 from sg_keras.metrics import cosine_similarity
 
 
@@ -104,16 +104,16 @@ def trained_model(mode, epochs):
     cosine measurements and evaluations leave the training unchanged), else a
     run trained here.
     """
-    settings = {"mode": mode, "num_layers": 3, "seed": 0, **common.schedule(epochs)}
+    settings = {"mode": mode, "num_layers": 3, "seed": 0, **training.schedule(epochs)}
     name = f"accuracy/fcn3_{mode}_seed0"
-    model = common.RUNS / name / "model.keras"
+    model = paths.RUNS / name / "model.keras"
     if model.is_file():
         flags = json.loads((model.parent / "flags.json").read_text(encoding="utf-8"))
         if all(flags.get(key) == value for key, value in settings.items()):
             return name, model
     name = f"linear_ceiling/fcn3_{mode}"
-    common.train(name, eval_every=10**6, measure_every=0, **settings)
-    return name, common.RUNS / name / "model.keras"
+    training.train(name, eval_every=10**6, measure_every=0, **settings)
+    return name, paths.RUNS / name / "model.keras"
 
 
 def main():
@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--mlp_epochs", type=int, default=30,
                         help="epochs of the offline 2x1024 MLP fit")
     args = parser.parse_args()
-    train, _ = common.load_mnist()
+    train, _ = paths.load_mnist()
     x = train.x[:args.examples].astype("float32") / 255.0
     y = train.y[:args.examples]
     rows = []
@@ -131,7 +131,7 @@ def main():
         run, model = trained_model(mode, args.epochs)
         rows.append({"mode": mode, **measure(model, x, y, mode == "cdni", args.mlp_epochs),
                      "run": run})
-    common.write_results(
+    tables.write_results(
         "linear_ceiling", "Cosine with the true gradient at the top decoupled layer",
         list(rows[0]), rows, notes=[
             f"3-layer FCN trained {args.epochs:g} epochs (as bench/accuracy.py), seed 0, from "

@@ -20,7 +20,7 @@ Writes bench/results/low_rank.{json,md} (low_rank_k4.{json,md} with --every 4).
 import argparse
 import statistics
 
-import common
+from benchlib import paths, tables, training
 
 TARGET_GAP = 0.1   # pp of test error over full rank's, for cDNI
 
@@ -42,15 +42,15 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=30.0)
     args = parser.parse_args()
-    common.require_mnist()
-    budget = common.schedule(args.epochs)
+    paths.require_mnist()
+    budget = training.schedule(args.epochs)
 
     cells = [(None, 1)] + [(rank, every) for rank in args.ranks for every in args.every]
     errors, walls = {}, {}
     for mode in args.modes:
         for rank, every in cells:
             label = ("full" if rank is None else f"r{rank}") + (f"_k{every}" if every > 1 else "")
-            errors[mode, rank, every], walls[mode, rank, every], _ = common.train_seeds(
+            errors[mode, rank, every], walls[mode, rank, every], _ = training.train_seeds(
                 f"low_rank/fcn3_{mode}_{label}", args.seeds, mode=mode, num_layers=3,
                 synth_rank=rank, synth_update_every=every, eval_every=budget["train_steps"],
                 measure_every=0, **budget)
@@ -72,13 +72,13 @@ def main():
                      "within 0.1 pp": met, "wall s": statistics.mean(walls[mode, rank, every]),
                      "per_seed_error": cell})
     notes = [f"Budget per cell: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
-             f"{common.BATCH_SIZE}, Adam 1e-3 (network and synthesizers) x0.1 at steps "
+             f"{training.BATCH_SIZE}, Adam 1e-3 (network and synthesizers) x0.1 at steps "
              f"{', '.join(budget['lr_decay_steps'])}; SG target bootstrap; seeds {args.seeds}; "
              "error on the 10,000 MNIST test images (mean over seeds).",
              "Synthesizer MACs: per decoupled layer, example and step, forward plus weight "
              "gradients on the steps that train it (a 3-layer FCN has two decoupled layers)."]
     name = "low_rank" + "".join(f"_k{every}" for every in args.every if every > 1)
-    common.write_results(name, "Low-rank vs full-rank linear synthesizers, 3-layer MNIST FCN",
+    tables.write_results(name, "Low-rank vs full-rank linear synthesizers, 3-layer MNIST FCN",
                          ["mode", "synthesizer rank", "trained every k steps",
                           "synthesizer MACs/example", "test error %", "per seed %",
                           "vs full rank (pp)", "within 0.1 pp", "wall s"],

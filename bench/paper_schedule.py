@@ -22,16 +22,16 @@ import time
 import tensorflow as tf
 from absl import flags
 
-import common
+from benchlib import paths, tables, training
 from sg_keras.job import config as config_lib
 from sg_keras.job import plots
-from sg_keras.job.history import MetricsLog
+from sg_keras.job.metrics_log import MetricsLog
 
 def flagfile_config(flagfile):
     """The validated `Config` that `train.py --flagfile=FLAGFILE` runs."""
     flag_values = flags.FlagValues()
     config_lib.define_flags(flag_values)
-    flag_values(["train.py", f"--flagfile={common.REPO / flagfile}"])
+    flag_values(["train.py", f"--flagfile={paths.REPO / flagfile}"])
     return config_lib.config_from_flags(flag_values)
 
 
@@ -56,16 +56,16 @@ def main():
                         help="flagfile name in configs/, without .cfg")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this call")
     args = parser.parse_args()
-    mnist = common.require_mnist()
+    mnist = paths.require_mnist()
     flagfile = f"configs/{args.config}.cfg"
     config = flagfile_config(flagfile)
-    total = config.total_steps(common.steps_per_epoch(config.batch_size))
-    model_dir = common.RUNS / args.config
+    total = config.total_steps(training.steps_per_epoch(config.batch_size))
+    model_dir = paths.RUNS / args.config
     child = [sys.executable, "train.py", f"--flagfile={flagfile}", f"--model_dir={model_dir}",
              f"--data_path={mnist}"]
     print(" ".join(child), flush=True)
     started = time.perf_counter()
-    with subprocess.Popen(child, cwd=common.REPO) as process:
+    with subprocess.Popen(child, cwd=paths.REPO) as process:
         try:
             process.wait(timeout=60 * args.minutes)
         except subprocess.TimeoutExpired:
@@ -86,12 +86,12 @@ def main():
              f"Schedule ({flagfile}): {schedule_text(config)}"]
     name = "schedule_" + args.config.removeprefix("paper_mnist_")
     title = f"The paper's MNIST schedule, {config.num_layers}-layer FCN, {config.mode}"
-    common.write_results(name, title, ["step", "test error %"], rows, notes,
+    tables.write_results(name, title, ["step", "test error %"], rows, notes,
                          reached_step=reached, wall_s=wall, exit_status=process.returncode)
     if steps:
         curve = {f"{config.mode} (paper schedule)": (steps, [r["test error %"] for r in rows])}
         plots.save_png(plots.error_curves(curve, f"MNIST test error, {title}"),
-                       common.RESULTS / f"{name}.png")
+                       paths.RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

@@ -30,16 +30,17 @@ import subprocess
 import sys
 import time
 
-import common
+from benchlib import paths, pipeline_sim, tables, timing, training
+from benchlib.pipeline_sim import PIECES
 
 TARGET_GAP = 0.3   # pp of test error, pipelined cDNI over synchronous cDNI at 3 layers
-CACHE = common.RUNS / "pipeline_accuracy.json"
+CACHE = paths.RUNS / "pipeline_accuracy.json"
 
 
 def accuracy(args):
-    common.require_mnist()
+    paths.require_mnist()
     cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
-    budget = common.schedule(args.epochs)
+    budget = training.schedule(args.epochs)
     rows = []
     for layers in args.layers:
         for mode in ("dni", "cdni"):
@@ -50,7 +51,7 @@ def accuracy(args):
                     name = f"pipeline_{schedule}_{mode}_{layers}l_seed{seed}"
                     key = f"{name}_{budget['train_steps']}"
                     if key not in cache:
-                        summary, _ = common.train(
+                        summary, _ = training.train(
                             name, seed=seed, mode=mode, num_layers=layers, schedule=schedule,
                             measure_every=0, eval_every=10 ** 9, log_every=100, **budget)
                         cache[key] = 100 * (1 - summary["test_accuracy"])
@@ -63,7 +64,7 @@ def accuracy(args):
                          "sync per seed": ", ".join(f"{e:.2f}" for e in errors["sync"]),
                          "pipelined per seed": ", ".join(f"{e:.2f}" for e in errors["pipelined"])})
     notes = [f"Budget: {budget['train_steps']} steps ({args.epochs} epochs of batch "
-             f"{common.BATCH_SIZE}) for both schedules, Adam 1e-3 decayed x0.1 at "
+             f"{training.BATCH_SIZE}) for both schedules, Adam 1e-3 decayed x0.1 at "
              f"{budget['lr_decay_steps']}, seeds {args.seeds}, mean test error over seeds.",
              "The pipelined run's stage k sees batch t-k at step t: after the same steps its "
              "last stage has trained on K-1 fewer batches."]
@@ -72,7 +73,7 @@ def accuracy(args):
             verdict = "met" if row["gap pp"] <= TARGET_GAP else "NOT met"
             notes.append(f"Target (pipelined cDNI 3 layers within {TARGET_GAP} pp of sync): "
                          f"{verdict}, gap {row['gap pp']:+.2f} pp.")
-    common.write_results(
+    tables.write_results(
         "pipeline_accuracy", "Pipelined vs synchronous DNI/cDNI: MNIST test error, same steps",
         ["layers", "mode", "sync error %", "pipelined error %", "gap pp", "sync per seed",
          "pipelined per seed"], rows, notes)
@@ -80,7 +81,6 @@ def accuracy(args):
 
 BLOCKS = 8          # hidden blocks of the timed FCN (9 layers), so that K = 8 has a block each
 UNITS = 256
-PIECES = ("forward", "synthesizer", "backward", "update")
 
 
 def best_seconds(function, args, repeats):
@@ -105,8 +105,8 @@ def stage_times(repeats):
 
     model = networks.fcn((UNITS,), BLOCKS + 1, UNITS, 10, decoupled=True, context=False)
     stages = split_stages(model)
-    x = tf.random.normal([common.BATCH_SIZE, UNITS])
-    y = tf.zeros([common.BATCH_SIZE], tf.int64)
+    x = tf.random.normal([training.BATCH_SIZE, UNITS])
+    y = tf.zeros([training.BATCH_SIZE], tf.int64)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     result = {}
     for name, stage in (("block", stages[1]), ("head", stages[-1])):
@@ -156,81 +156,16 @@ def stage_times(repeats):
     return result
 
 
-def simulate(costs, devices, schedule, bandwidth, latency, steps=24):
-    """Examples/s of the timed FCN on `devices` devices (discrete-event simulation).
-
-    The BLOCKS hidden blocks (and the head, with the last) are cut into
-    `devices` contiguous stages, one per device; each device runs one task
-    at a time, each directed link carries one transfer at a time (latency +
-    bytes / bandwidth). Tasks start as soon as their inputs and their
-    device are free. `schedule`: "backprop" (forward, then backward from the
-    loss down, then updates), "dni" (placed-synchronous DNI: a module's
-    backward starts from its ĝ; synthesizers regress on the gradient sent
-    back), "pipelined" (stage k consumes stage k−1's output of the previous
-    step). Every schedule makes one step per call: the next step starts when
-    all tasks of a step are done. Returns the steady-state examples/s.
-    """
-    per = BLOCKS // devices
-    stage_cost = {piece: per * costs["block"][piece] for piece in PIECES}
-    last_cost = {piece: stage_cost[piece] + costs["head"][piece] for piece in PIECES}
-    if schedule == "backprop":
-        stage_cost["synthesizer"] = last_cost["synthesizer"] = 0.0
-    cost = [last_cost if k == devices - 1 else stage_cost for k in range(devices)]
-    transfer = latency + common.BATCH_SIZE * UNITS * 4 / bandwidth
-    device_free = [0.0] * devices
-    link_free = {}
-    buffered = [0.0] * devices      # when stage k's input of the previous step arrived (pipelined)
-    finish_of_step = []
-    start = 0.0
-
-    def run(device, ready, seconds):
-        begin = max(ready, device_free[device])
-        device_free[device] = begin + seconds
-        return begin + seconds
-
-    def send(source, target, ready):
-        key = (source, target)
-        begin = max(ready, link_free.get(key, 0.0))
-        link_free[key] = begin + transfer
-        return begin + transfer
-
-    for _ in range(steps):
-        forward_done = [0.0] * devices
-        arrived = start
-        new_buffer = [0.0] * devices
-        for k in range(devices):
-            ready = start if k == 0 else (max(start, buffered[k]) if schedule == "pipelined"
-                                          else arrived)
-            forward_done[k] = run(k, ready, cost[k]["forward"])
-            if k + 1 < devices:
-                arrived = send(k, k + 1, forward_done[k])
-                new_buffer[k + 1] = arrived
-        ends = []
-        if schedule == "backprop":
-            gradient = forward_done[-1]
-            for k in reversed(range(devices)):
-                done = run(k, gradient, cost[k]["backward"])
-                ends.append(run(k, done, cost[k]["update"]))
-                gradient = send(k, k - 1, done) if k else done
-        else:
-            synthesized = [run(k, forward_done[k], cost[k]["synthesizer"])
-                           for k in range(devices)]
-            backward = [run(k, synthesized[k], cost[k]["backward"]) for k in range(devices)]
-            for k in range(devices):
-                ends.append(run(k, backward[k], cost[k]["update"]))
-                if k:   # the gradient at stage k's input is stage k−1's regression target
-                    ends.append(send(k, k - 1, backward[k]))
-        finish_of_step.append(max(ends + device_free))
-        buffered = new_buffer
-        start = finish_of_step[-1]
-    half = steps // 2
-    seconds_per_step = (finish_of_step[-1] - finish_of_step[half - 1]) / (steps - half)
-    return common.BATCH_SIZE / seconds_per_step
+def simulate(costs, devices, schedule, bandwidth, latency):
+    """Examples/s of the timed FCN on `devices` devices (`pipeline_sim.simulate`)."""
+    return pipeline_sim.simulate(costs, devices, schedule, bandwidth, latency, blocks=BLOCKS,
+                                 batch_size=training.BATCH_SIZE,
+                                 activation_bytes=training.BATCH_SIZE * UNITS * 4)
 
 
 def measured_examples_per_second(settings, rounds, block):
-    times, errors = common.time_trainers(settings, warmup=10, rounds=rounds, block=block)
-    return {name: common.BATCH_SIZE / statistics.median(values) for name, values in times.items()}
+    times, errors = timing.time_trainers(settings, warmup=10, rounds=rounds, block=block)
+    return {name: training.BATCH_SIZE / statistics.median(values) for name, values in times.items()}
 
 
 def trainer_settings(devices=None):
@@ -256,7 +191,7 @@ def two_devices_child(args):
 
 
 def speed(args):
-    common.require_mnist()
+    paths.require_mnist()
     costs = stage_times(args.repeats)
     child = subprocess.run([sys.executable, __file__, "speed", "--child", "--rounds",
                             str(args.rounds), "--block", str(args.block)],
@@ -290,7 +225,7 @@ def speed(args):
                              "ideal K×": devices})
     notes = [
         f"Network: MNIST-shaped FCN, {BLOCKS} hidden blocks Dense({UNITS})-BatchNorm-ReLU, each "
-        f"decoupled with a linear synthesizer, batch {common.BATCH_SIZE}, Adam.",
+        f"decoupled with a linear synthesizer, batch {training.BATCH_SIZE}, Adam.",
         "Measured per-stage seconds (fastest of "
         f"{args.repeats}): block " + ", ".join(f"{p} {1e3 * costs['block'][p]:.2f} ms"
                                               for p in PIECES)
@@ -305,9 +240,9 @@ def speed(args):
         "SIMULATED rows: a discrete-event simulation from the measured per-stage times; K "
         "devices each as fast as this CPU. 'link': "
         f"{args.bandwidth / 1e9:g} GB/s, {1e6 * args.latency:g} µs per transfer "
-        f"(activation {common.BATCH_SIZE * UNITS * 4 / 1e6:.2f} MB).",
+        f"(activation {training.BATCH_SIZE * UNITS * 4 / 1e6:.2f} MB).",
     ]
-    common.write_results(
+    tables.write_results(
         "pipeline_speed", "Decoupled stages on K devices: examples/s measured here and simulated",
         ["what", "K", "examples/s", "measured / simulated", "measured / calibrated",
          "speed-up over K=1 backprop", "ideal K×"], rows, notes, stage_seconds=costs,

@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402  (bench/common.py)
+from benchlib import paths, tables  # noqa: E402
 
-RUNS_FILE = common.RESULTS / "rnn_runs.jsonl"
+RUNS_FILE = paths.RESULTS / "rnn_runs.jsonl"
 DEFAULT_SG_LR = 3e-3   # the core's rate: DNI beat BPTT more often than at 3e-4 or 1e-3
 DEFAULT_CLIP = 1.0     # per-example bound on δ̂: 0.1 kept too little of it
 METHODS = {"bptt": dict(synthesizer=None), "dni": dict(synthesizer="linear"),
@@ -187,7 +187,7 @@ def write_curriculum(records, args):
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
     name = ("rnn_curriculum" + ("" if args.sg_lr == DEFAULT_SG_LR else f"_sg_lr{args.sg_lr:g}")
             + ("" if args.sg_clip_norm == DEFAULT_CLIP else f"_clip{args.sg_clip_norm}"))
-    common.write_results(name, "Recurrent DNI: largest N solved (Copy, Repeat Copy)",
+    tables.write_results(name, "Recurrent DNI: largest N solved (Copy, Repeat Copy)",
                          columns, rows, notes=notes, runs=records)
 
 
@@ -246,8 +246,8 @@ def held_out_bpc(core, ids, depth, args):
 def _text_name(path):
     """A text's path relative to the repository, or to site-packages for an installed one."""
     path = Path(path).resolve()
-    if path.is_relative_to(common.REPO):
-        return str(path.relative_to(common.REPO))
+    if path.is_relative_to(paths.REPO):
+        return str(path.relative_to(paths.REPO))
     if "site-packages" in path.parts:
         parts = path.parts[path.parts.index("site-packages") + 1:]
         return "/".join(parts) + " (from site-packages)"
@@ -320,7 +320,7 @@ def main():
         bptt = [r["median step ms"] for r in rows if r["method"] == "bptt"]
         dni = [r["median step ms"] for r in rows if r["method"] == "dni"]
         ratio = (sum(dni) / len(dni)) / (sum(bptt) / len(bptt))
-        common.write_results(
+        tables.write_results(
             "rnn_char_lm", "Recurrent DNI: char-level LM, BPTT vs DNI, same T",
             ["method", "δ̂ clip", "seed", "T", "held-out BPC", "median step ms"], rows,
             notes=[f"Text: {_text_name(args.text_path)} (last 10 % held out, its first "

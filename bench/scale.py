@@ -21,7 +21,7 @@ tf.config.set_logical_device_configuration(
 
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
+from benchlib import paths, tables, timing, training  # noqa: E402
 
 SETTINGS = {"mode": "cdni", "num_layers": 3, "measure_every": 0}
 
@@ -33,9 +33,9 @@ def strategies():
 def build(train_split, strategy):
     tf.keras.utils.set_random_seed(0)
     if strategy is None:
-        return common.make_trainer(train_split.x.shape[1:], **SETTINGS)
+        return timing.make_trainer(train_split.x.shape[1:], **SETTINGS)
     with strategy.scope():
-        return common.make_trainer(train_split.x.shape[1:], **SETTINGS)
+        return timing.make_trainer(train_split.x.shape[1:], **SETTINGS)
 
 
 def main():
@@ -46,27 +46,27 @@ def main():
     args = parser.parse_args()
     from sg_keras.job import data
 
-    train_split, test_split = common.load_mnist()
-    held = common.batches(train_split, 50)
+    train_split, test_split = paths.load_mnist()
+    held = timing.batches(train_split, 50)
     trainers = {name: build(train_split, strategy) for name, strategy in strategies().items()}
-    times = common.step_times({name: t.train_step for name, t in trainers.items()}, held,
+    times = timing.step_times({name: t.train_step for name, t in trainers.items()}, held,
                               warmup=10, rounds=args.rounds, block=20)
     rows = []
     weights = {}
     for name, strategy in strategies().items():
         trainer = build(train_split, strategy)
-        for x, y in data.train_batches(train_split, common.BATCH_SIZE, 0).take(args.steps):
+        for x, y in data.train_batches(train_split, training.BATCH_SIZE, 0).take(args.steps):
             trainer.train_step(x, y)
         result = trainer.evaluate(data.eval_batches(test_split))
         weights[name] = [v.numpy() for v in trainer.model.variables]
         seconds = float(np.median(times[name]))
         rows.append({"replicas": name, "ms/step": round(1000 * seconds, 2),
-                     "examples/s": round(common.BATCH_SIZE / seconds),
+                     "examples/s": round(training.BATCH_SIZE / seconds),
                      "test accuracy": round(100 * result["accuracy"], 2),
                      "test loss": round(result["loss"], 4), "times": times[name]})
     ratio = rows[1]["examples/s"] / rows[0]["examples/s"]
     drift = max(float(np.abs(a - b).max()) for a, b in zip(*weights.values()))
-    notes = [f"global batch {common.BATCH_SIZE}, cDNI FCN of train.py ({SETTINGS}); speed: median "
+    notes = [f"global batch {training.BATCH_SIZE}, cDNI FCN of train.py ({SETTINGS}); speed: median "
              f"of {args.rounds} interleaved rounds of 20 steps on 50 batches held in memory",
              f"2 replicas / 1 replica throughput: {ratio:.2f}x. The two logical devices share the "
              "same CPU cores, so this is the cost of the distributed step, not a speed-up.",
@@ -74,7 +74,7 @@ def main():
              f"difference between the two runs: {drift:.2e} (float32 summation order, grown "
              "over the steps: Adam moves a weight whose gradient is near 0 by up to the "
              "learning rate per step whichever sign it gets)"]
-    common.write_results("scale", "1 vs 2 replicas (MirroredStrategy, two logical CPU devices)",
+    tables.write_results("scale", "1 vs 2 replicas (MirroredStrategy, two logical CPU devices)",
                          ["replicas", "ms/step", "examples/s", "test accuracy", "test loss"], rows,
                          notes, ratio=ratio, max_weight_difference=drift)
 

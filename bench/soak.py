@@ -38,12 +38,12 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
-import common
+from benchlib import figures, paths, tables, timing
 
 PROGRESS = re.compile(r"^step\s+(\d+)/(\d+)")
 RESUMED = re.compile(r"^resuming from .* \(step (\d+)\)")
 FLAT = 0.05   # "flat": RSS at the end within 5 % of the RSS after warm-up
-MODEL_DIR = common.RUNS / "soak"
+MODEL_DIR = paths.RUNS / "soak"
 SAMPLES = MODEL_DIR / "soak_samples.jsonl"
 
 
@@ -76,7 +76,7 @@ def _load_samples():
 def _run_child(child, samples, segment):
     """Runs train.py, appending one sample per progress line; returns (exit status, tail)."""
     tail, started = [], time.perf_counter()
-    process = subprocess.Popen(child, cwd=common.REPO, stdout=subprocess.PIPE,
+    process = subprocess.Popen(child, cwd=paths.REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
     previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
     try:
@@ -88,7 +88,7 @@ def _run_child(child, samples, segment):
                     SAMPLES.write_text("".join(json.dumps(s) + "\n" for s in samples))
                 if match:
                     sample = {"step": int(match.group(1)),
-                              "rss_mb": common.status_mb("VmRSS", process.pid),
+                              "rss_mb": timing.status_mb("VmRSS", process.pid),
                               "segment": segment, "wall_s": time.perf_counter() - started}
                     samples.append(sample)
                     record.write(json.dumps(sample) + "\n")
@@ -143,7 +143,7 @@ def _report(args, samples, child, complete):
              f"Child: {' '.join(child[1:])}. Child wall time {wall:.0f} s in "
              f"{len(set(segments))} process(es); statistics from the last one; RSS sampled at "
              f"each of {len(samples)} progress lines (every 100 steps)."]
-    common.write_results("soak", f"Soak: {args.steps} cDNI steps through train.py, child RSS",
+    tables.write_results("soak", f"Soak: {args.steps} cDNI steps through train.py, child RSS",
                          ["point", "step", "RSS MB"], rows, notes, complete=complete,
                          samples=samples, checkpoints=checkpoints, wall_s=wall)
 
@@ -159,12 +159,12 @@ def _report(args, samples, child, complete):
     axes.set(title="train.py resident memory (VmRSS), 3-layer cDNI FCN; grey: evaluations",
              xlabel="step", ylabel="RSS (MB)", ylim=(0, rss.max() * 1.1))
     axes.legend(loc="lower right")
-    common.save_figure(figure, "soak_rss")
+    figures.save_figure(figure, "soak_rss")
 
 
 def main():
     args = _parse_args()
-    mnist = common.require_mnist()
+    mnist = paths.require_mnist()
     if not args.resume:
         shutil.rmtree(MODEL_DIR, ignore_errors=True)
         MODEL_DIR.mkdir(parents=True)
@@ -176,8 +176,8 @@ def main():
              f"--eval_every={args.eval_every}", "--log_every=100", "--measure_every=100",
              # relative to the child's working directory (the repository), so the
              # command recorded in the results holds no machine paths
-             f"--model_dir={os.path.relpath(MODEL_DIR, common.REPO)}",
-             f"--data_path={os.path.relpath(mnist, common.REPO)}"]
+             f"--model_dir={os.path.relpath(MODEL_DIR, paths.REPO)}",
+             f"--data_path={os.path.relpath(mnist, paths.REPO)}"]
     print(" ".join(child), flush=True)
     status, tail = _run_child(child, samples, segment)
     stopped = status in (130, 143, -signal.SIGINT, -signal.SIGTERM)

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-import common
+from benchlib import figures, paths, tables, timing, training
 import sg_keras
 from sg_keras.job import networks
 
@@ -199,16 +199,16 @@ def main():
     parser.add_argument("--block_s", type=float, default=0.3, help="seconds per timed block")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per configuration")
     args = parser.parse_args()
-    common.require_mnist()
-    train_split, _ = common.load_mnist()
-    batches = common.batches(train_split, 20)
+    paths.require_mnist()
+    train_split, _ = paths.load_mnist()
+    batches = timing.batches(train_split, 20)
 
     rows, all_times = [], {}
     for shape in args.shapes:
         depth, width = map(int, shape.split("x"))
         steppers = {method: stepper(method, depth, width, batches) for method in args.methods}
         block = block_size(steppers, batches, args.block_s, args.warmup)
-        times = common.step_times(steppers, batches, warmup=0, rounds=args.rounds, block=block)
+        times = timing.step_times(steppers, batches, warmup=0, rounds=args.rounds, block=block)
         all_times[shape] = times
         base = dense_macs(depth, width)
         for method in args.methods:
@@ -216,7 +216,7 @@ def main():
             row = {"shape": shape, "method": method, "step ms": 1000 * statistics.median(
                 times[method]), "MACs/example": macs, "floor": macs / base, "block": block}
             if "keras fit" in times:
-                ratio, text = common.ratio(times, method, "keras fit")
+                ratio, text = timing.ratio(times, method, "keras fit")
                 row.update({"ratio": ratio, "vs keras fit": text,
                             "vs floor": ratio / row["floor"]})
             rows.append(row)
@@ -230,7 +230,7 @@ def main():
 def report(rows, all_times, args):
     """Writes the table of the shapes measured so far, its verdicts and its figure."""
     shapes = [shape for shape in args.shapes if shape in all_times]
-    notes = [f"Batch {common.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
+    notes = [f"Batch {training.BATCH_SIZE} of real MNIST held in memory; {args.rounds} rounds, blocks "
              f"of about {args.block_s} s per configuration, interleaved and rotated; ratios are "
              "medians of per-round ratios to keras fit (IQR in brackets).",
              "MACs/example: dense multiply-adds per example and step (forward + weight gradients "
@@ -251,11 +251,11 @@ def report(rows, all_times, args):
                 value = row["ratio"] / (row["floor"] if scale is None else scale)
                 notes.append(f"{shape} {method}: {value:.2f} {'<=' if value <= limit else '>'} "
                              f"{limit} ({what}): {'met' if value <= limit else 'missed'}.")
-    common.write_results(
+    tables.write_results(
         "speed", "Step time over a plain Keras fit step, and the multiply-add floor",
         ["shape", "method", "step ms", "vs keras fit", "MACs/example", "floor", "vs floor"],
         rows, notes, step_times_s=all_times)
-    common.save_figure(speed_figure(rows, shapes), "speed")
+    figures.save_figure(speed_figure(rows, shapes), "speed")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import statistics
 
 from matplotlib.figure import Figure
 
-import common
+from benchlib import figures, tables, training
 
 METHODS = {
     "backprop": {"mode": "backprop"},
@@ -49,13 +49,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run")
-    args, budget = common.parse_budget(parser, epochs=10.0)
+    args, budget = training.parse_budget(parser, epochs=10.0)
     eval_every = max(1, budget["train_steps"] // args.evals)
 
     rows, curves = [], {}
     for method in args.methods:
         name = "fcn4_" + method.replace(", complete unlock", "_unlock")
-        errors, walls, logs = common.train_seeds(
+        errors, walls, logs = training.train_seeds(
             f"unlock/{name}", args.seeds, num_layers=4, eval_every=eval_every,
             measure_every=0, **METHODS[method], **budget)
         steps = logs[0].series("accuracy", "eval")[0]
@@ -66,15 +66,15 @@ def main():
                      "wall s": statistics.mean(walls), "per_seed_error": errors,
                      "curve": {"step": curves[method][0], "test error %": curves[method][1]}})
     notes = [f"Budget per run: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
-             f"{common.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
+             f"{training.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
              f"linear synthesizers and input models; seeds {args.seeds}; test error every "
              f"{eval_every} steps (the curves are in the JSON and the figure).",
              "Paper (section 3.3): the completely unlocked 4-layer cDNI FCN reaches about 2 % "
              "test error on MNIST, more slowly than update-decoupled cDNI."]
-    common.write_results("unlock", "Complete unlock, 4-layer MNIST FCN",
+    tables.write_results("unlock", "Complete unlock, 4-layer MNIST FCN",
                          ["method", "test error %", "per seed %", "wall s"], rows, notes,
                          budget=budget, seeds=args.seeds)
-    common.save_figure(curves_figure(curves), "unlock")
+    figures.save_figure(curves_figure(curves), "unlock")
 
 
 if __name__ == "__main__":

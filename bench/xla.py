@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-import common
+from benchlib import paths, tables, timing
 
 SHAPES = {"x@W1 (256x784 . 784x256)": ((256, 784), (784, 256), False),
           "h@W2 (256x256 . 256x256)": ((256, 256), (256, 256), False),
@@ -68,15 +68,15 @@ def step_times(rounds, steps):
     settings = {f"{mode}{' +XLA' if jit else ''}": {"mode": mode, "measure_every": 0,
                                                        "jit_compile": jit}
                 for mode in ("backprop", "dni") for jit in (False, True)}
-    times, errors = common.time_trainers(settings, warmup=10, rounds=rounds, block=steps)
+    times, errors = timing.time_trainers(settings, warmup=10, rounds=rounds, block=steps)
     return {name: 1e3 * statistics.median(values) for name, values in times.items()}, errors
 
 
 def compile_count(steps):
     """Traces of the XLA step after `steps` steps with a measure schedule and a short batch."""
-    train_split, _ = common.load_mnist()
-    held = common.batches(train_split, 4)
-    trainer = common.make_trainer(train_split.x.shape[1:], mode="dni", measure_every=3,
+    train_split, _ = paths.load_mnist()
+    held = timing.batches(train_split, 4)
+    trainer = timing.make_trainer(train_split.x.shape[1:], mode="dni", measure_every=3,
                                   true_gradient_every=5, jit_compile=True)
     for index in range(steps):
         trainer.train_step(*held[index % len(held)])
@@ -112,7 +112,7 @@ def main():
         tf.config.threading.set_inter_op_parallelism_threads(1)
         print(json.dumps(step_times(args.rounds, args.steps)[0]))
         return
-    common.require_mnist()
+    paths.require_mnist()
     matmuls = matmul_times(args.rounds, args.steps)
     no_onednn = run_child("no_onednn", args, TF_ENABLE_ONEDNN_OPTS="0")
     single = run_child("single_thread", args)
@@ -139,7 +139,7 @@ def main():
     notes = [f"XLA step traced {compiles['traces']} times in {compiles['steps']} steps (a "
              "schedule with plain, measured and true-target steps, and one smaller last batch)."]
     notes += [f"{name} failed: {error}" for name, error in errors.items()]
-    common.write_results("xla", "XLA on this CPU: matrix products and the training step",
+    tables.write_results("xla", "XLA on this CPU: matrix products and the training step",
                          ["what", "plain", "XLA", "XLA / plain", "plain, oneDNN off"], rows,
                          notes, compiles=compiles, no_onednn=no_onednn, single_thread=single)
 
