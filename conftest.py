@@ -1,4 +1,8 @@
-"""Names the docstring examples use (they run with `pytest --doctest-modules sg_keras`)."""
+"""Names the docstring examples use (they run with `python -m pytest`, `--doctest-modules`).
+
+It sits at the top of the repository, outside the package, so that no test file ships in
+the wheel; the test modules' own fixtures are in `tests/conftest.py`.
+"""
 
 import os
 

@@ -2,11 +2,12 @@
 
     python train.py --flagfile=configs/mnist_cdni.cfg --data_path=../shared/data/mnist.npz
 
-All flags: `python train.py --help`. The work is done by `sg_keras.job.experiment`.
+All flags: `python train.py --help`. Installed, the same job is `sg-keras-train` (or
+`python -m sg_keras`); this file only hides TensorFlow's start-up lines first, then runs
+`sg_keras.job.cli`.
 """
 
 import os
-import sys
 
 
 def _start_tensorflow_quietly():
@@ -31,32 +32,9 @@ def _start_tensorflow_quietly():
 
 _start_tensorflow_quietly()
 
-from absl import app, flags, logging  # noqa: E402
-
-from sg_keras.job import config as config_lib  # noqa: E402
-from sg_keras.job import experiment  # noqa: E402
-
-config_lib.define_flags()
-flags.adopt_module_key_flags(config_lib)   # so that --help lists them
-
-
-def _fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value)")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)   # TensorFlow's INFO lines drown the progress
-    try:
-        experiment.run(config_lib.config_from_flags())
-    except experiment.EXPECTED_ERRORS as error:
-        _fail(error)
-    except KeyboardInterrupt as error:   # a checkpoint was saved: 130 for Ctrl-C, 143 for SIGTERM
-        sys.exit(getattr(error, "exit_status", 130))
-
+from sg_keras.job import cli  # noqa: E402
+# The names the in-process tests of the command line reach through this module.
+from sg_keras.job.cli import config_lib, experiment, main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run()

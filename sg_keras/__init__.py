@@ -10,6 +10,7 @@ training job behind `train.py`.
 """
 
 from sg_keras import dni_maths, synthesizers
+from sg_keras._version import __version__
 from sg_keras.dni_model import DNIModel, FunctionalDNIModel
 from sg_keras.engine import NonFiniteError, StepEngine
 from sg_keras.interception import GradientInterception
@@ -25,4 +26,3 @@ __all__ = ["CompleteUnlockTrainer", "DecoupledLayer", "DNIModel", "DNIOptions", 
            "FunctionalDNIModel", "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite",
            "PipelinedTrainer", "RecurrentDNI", "SGTarget", "StepEngine", "dni_maths",
            "split_stages", "stage_devices", "synthesizers"]
-__version__ = "0.2.0"
