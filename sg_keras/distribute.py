@@ -1,4 +1,4 @@
-"""Data parallelism for the DNI step: tf.distribute (DESIGN §6.1).
+"""Data parallelism for the DNI step: the `tf.distribute` helpers its engine calls on every replica.
 
 With `R` replicas of local batch `b`, Keras divides each replica's mean loss
 by `R` (`keras.src.losses.loss.scale_loss_for_distribution`, applied by every

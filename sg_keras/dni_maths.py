@@ -1,4 +1,4 @@
-"""The DNI maths (Jaderberg et al. 2016, DESIGN §1 and §6) as plain functions.
+"""The DNI maths of Jaderberg et al. (2016) as plain functions: the applied ĝ and its regression.
 
 Every front end (the custom loop, `fit`, the recurrent trainer, the
 distributed and pipelined executors) computes its synthetic-gradient updates

@@ -72,7 +72,8 @@ class OnNonFinite(_Choice):
     nothing, so every update waits for the check of every part. "skip_module"
     lets each decoupled module decide on its own parts (its gradients, its ĝ,
     its statistics): a module skips only its own non-finite update, and its
-    update waits for nothing above its interception (DESIGN §6.2).
+    update waits for nothing above its interception (update unlocking: with
+    the modules on different devices, a lower one need not wait for those above).
     """
 
     RAISE = "raise"
