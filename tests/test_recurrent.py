@@ -204,6 +204,66 @@ def test_aux_loss_regresses_every_step_on_the_chunk_end_synthetic_gradient():
     np.testing.assert_allclose(float(result["aux_loss"]), np.mean(errors), rtol=1e-4)
 
 
+@pytest.mark.parametrize("aux_weight", [1.0, 0.25])
+def test_aux_gradient_of_the_core_is_the_weighted_regression_on_the_stopped_end_prediction(
+        aux_weight):
+    """Core gradient = BPTT + (∂s_end/∂θ)ᵀ δ̂/N + w·∂/∂θ mean_t Σ‖A(o_t) − δ̂‖²/N, δ̂ a constant.
+
+    The auxiliary target is the synthetic gradient at the chunk's end, per
+    example (not divided by N), with no gradient through it; the synthesizer's
+    own target leaves the auxiliary loss out.
+    """
+    core = make(truncation=2, aux=True)
+    core.aux_weight = aux_weight
+    x, y, w = data()
+    core.build(INPUTS)
+    randomise_synthesizer(core)
+    rng = np.random.default_rng(7)
+    start = [tf.constant(rng.normal(size=(BATCH, UNITS)).astype("float32")) for _ in range(2)]
+    xc, yc, wc = x[:, :2], y[:, :2], w[:, :2]
+    result = core.chunk_gradients(start, xc, yc, wc)
+    plain = make(truncation=2)   # the same chunk without Aux: its target must be unchanged
+    plain.build(INPUTS)
+    for a, b in zip(plain.cell.variables + plain.readout.variables +
+                    plain.synthesizer.variables,
+                    core.cell.variables + core.readout.variables + core.synthesizer.variables):
+        a.assign(b)
+    without = plain.chunk_gradients(start, xc, yc, wc)
+
+    theta = core.core_variables
+    with tf.GradientTape(persistent=True) as tape:
+        state, outputs, predictions = start, [], []
+        for t in range(2):
+            out, state = core.cell(xc[:, t], state)
+            outputs.append(out)
+            predictions.append(core.readout(out))
+        loss = hand_loss(core, predictions, yc, wc)
+        end_flat = tf.concat(list(state), -1)
+        synthetic = tf.constant(linear_synth(core, end_flat).numpy())   # δ̂, per example
+        aux = sum(tf.reduce_sum(tf.square(core.aux_head(o) - synthetic)) / BATCH
+                  for o in outputs) / 2
+        objective = loss + aux_weight * aux
+        entries = tf.unstack(tf.reshape(end_flat, [-1]))
+    for got, g, v in zip(result["core_gradients"], tape.gradient(objective, theta), theta):
+        rows = [tape.gradient(entry, v) for entry in entries]
+        expected = (0 if g is None else g.numpy()) + sum(
+            c * r.numpy() for c, r in zip((synthetic.numpy() / BATCH).ravel(), rows)
+            if r is not None)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-6, err_msg=v.path)
+    np.testing.assert_allclose(float(result["aux_loss"]), float(aux), rtol=1e-5)
+    for a, b in zip(result["target"], without["target"]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    # a small step along −gradient lowers the weighted auxiliary loss (its sign)
+    head = core.aux_head.trainable_variables
+    before = float(aux)
+    for v, g in zip(theta, result["core_gradients"]):
+        if any(v is h for h in head):
+            v.assign_sub(1e-3 * g)
+    after = sum(tf.reduce_sum(tf.square(core.aux_head(o) - synthetic)) / BATCH
+                for o in outputs) / 2
+    assert float(after) < before
+
+
 def test_state_carries_across_batches_without_bootstrapping_stop():
     core = make(truncation=2, synthesizer=None)
     x, y, w = data()

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import sg_keras
 from conftest import batch, dense_block, randomize_synthesizers
-from sg_keras.unlock import CompleteUnlockTrainer, split_modules
+from sg_keras.unlock import CompleteUnlockTrainer
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 LR = 0.1
@@ -104,7 +104,7 @@ def test_learns_a_separable_problem_and_composes_at_inference():
     trainer = CompleteUnlockTrainer(chain(5), mode="cdni", loss=LOSS,
                                     optimizer=keras.optimizers.Adam(3e-3))
     start = trainer.evaluate(x, y)
-    key = f"input_loss/{trainer.modules[1][-1].name}"
+    key = f"input_loss/{trainer.stages[1].layers[-1].name}"
     first = float(trainer.train_step(x[:64], y[:64])[key])
     for _ in range(25):
         for i in range(0, 512, 64):
@@ -117,9 +117,49 @@ def test_learns_a_separable_problem_and_composes_at_inference():
 def test_models_that_cannot_be_unlocked_are_reported():
     with pytest.raises(ValueError, match="keras.Sequential"):
         inputs = keras.Input((3,))
-        split_modules(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+        CompleteUnlockTrainer(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="at least one DecoupledLayer"):
-        split_modules(plain)
+    with pytest.raises(ValueError, match="has no DecoupledLayer"):
+        CompleteUnlockTrainer(plain)
     with pytest.raises(ValueError, match="'dni' or 'cdni'"):
         CompleteUnlockTrainer(chain(), mode="backprop")
+
+
+def test_input_models_with_the_label_read_the_image_and_the_one_hot_label():
+    model = chain(5)
+    trainer = CompleteUnlockTrainer(model, mode="cdni", loss=LOSS,
+                                    optimizer=keras.optimizers.SGD(LR), input_context=True)
+    x, y = batch(6)
+    features = np.concatenate([x, np.eye(5, dtype="float32")[y]], -1)   # (6, 8 + 5)
+    first_input = trainer.input_models[0]
+    h1 = model.layers[0].layer(tf.constant(x))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(first_input(features) - h1)) / 6.0
+    expected = [v.numpy() - LR * g.numpy() for v, g in zip(
+        first_input.trainable_variables, tape.gradient(loss, first_input.trainable_variables))]
+    logs = trainer.train_step(tf.constant(x), y)
+    np.testing.assert_allclose(float(logs[f"input_loss/{model.layers[1].name}"]), float(loss),
+                               rtol=1e-5)
+    for variable, value in zip(first_input.trainable_variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="input_context"):
+        CompleteUnlockTrainer(chain(), mode="dni", input_context=True)
+
+
+def test_inspect_compares_the_synthetic_and_true_gradients_of_the_real_chain():
+    model = chain()
+    randomize_synthesizers(model)
+    trainer = CompleteUnlockTrainer(model, mode="dni", loss=LOSS)
+    x, y = batch(6)
+    first, second, head = model.layers
+    h1 = first.layer(tf.constant(x))
+    with tf.GradientTape() as tape:
+        tape.watch(h1)
+        h2 = second.layer(h1)
+        loss = LOSS(y, head(h2))
+    report = trainer.inspect(tf.constant(x), y)
+    assert list(report) == [first.name, second.name]
+    np.testing.assert_allclose(report[first.name]["true"], 6 * tape.gradient(loss, h1).numpy(),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(report[first.name]["synthetic"],
+                               first.synthetic_gradient(h1).numpy(), rtol=1e-5, atol=1e-6)
