@@ -160,6 +160,52 @@ class DNIOptions:
                 raise ArgumentError(used[0], "has no effect with `mode`='backprop' (no synthetic "
                                              "gradients): drop it or pick mode='dni'/'cdni'.")
 
+    @classmethod
+    def of(cls, options=None, **given):
+        """The options a front end trains with: `options` whole, or `DNIOptions(**given)`.
+
+        `given` holds the option keywords the front end received, None for
+        those the caller left out (they take the defaults above). Passing both
+        `options` and keywords is ambiguous, hence an error.
+
+        >>> DNIOptions.of(mode="cdni", measure_every=None).mode
+        <Mode.CDNI: 'cdni'>
+        >>> DNIOptions.of(DNIOptions(measure_every=5), measure_every=None).measure_every
+        5
+        >>> DNIOptions.of(DNIOptions(), mode="cdni")
+        Traceback (most recent call last):
+        ...
+        sg_keras.validation.ArgumentError: `options` is given with `mode`: pass the DNIOptions or its keywords, not both.
+        """
+        passed = {name: value for name, value in given.items() if value is not None}
+        if options is None:
+            return cls(**passed)
+        if not isinstance(options, cls):
+            raise ArgumentError("options", f"must be a DNIOptions, got {options!r}.")
+        if passed:
+            raise ArgumentError("options", f"is given with `{'`, `'.join(passed)}`: pass the "
+                                           "DNIOptions or its keywords, not both.")
+        return options
+
+    def unsupported(self, names, where):
+        """Raises `ArgumentError` naming the first of `names` that is not at its default (a
+        front end that cannot do it: `where` says which).
+
+        >>> DNIOptions(measure_every=0).unsupported(["measure_every"], "a pipeline")
+        >>> DNIOptions(measure_every=5).unsupported(["measure_every"], "a pipeline")
+        Traceback (most recent call last):
+        ...
+        sg_keras.validation.ArgumentError: `measure_every` is not supported by a pipeline (got 5): leave it at its default, 0.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in names and value != field.default:
+                shown = value.value if isinstance(value, enum.Enum) else value
+                default = (field.default.value if isinstance(field.default, enum.Enum)
+                           else field.default)
+                raise ArgumentError(field.name, f"is not supported by {where} (got {shown!r}): "
+                                                f"leave it at its default, {default!r}.")
+
     def as_dict(self):
         """The options as plain Python values (for saving and printing)."""
         return {field.name: (value.value if isinstance(value, enum.Enum) else value)

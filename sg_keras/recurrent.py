@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras import dni_maths
-from sg_keras.engine import clone_optimizer
 from sg_keras.metrics import cosine_similarity
+from sg_keras.optimizers import clone_optimizer
 from sg_keras.synthesizers import DenseSynthesizer
 from sg_keras.validation import ArgumentError, in_interval, int_at_least
 
