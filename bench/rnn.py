@@ -27,6 +27,7 @@ the true future gradient at the chunk boundaries (`--measure_every`).
     python bench/rnn.py --task copy repeat_copy --method bptt dni --seeds 0 1 2 3 4
     python bench/rnn.py --task copy repeat_copy --method bptt dni --truncation 5 8
     python bench/rnn.py --task copy repeat_copy --method dni_aux --sg_lr 3e-4
+    python bench/rnn.py --task copy repeat_copy --method dni_aux --aux_weight 0.1
     python bench/rnn.py --task copy repeat_copy --method dni --sg_clip_norm 0.1   # earlier bound
     python bench/rnn.py --task copy repeat_copy --method dni --sg_lr 1e-3 --sg_clip_norm 0.1
     python bench/rnn.py --task char_lm --lm_steps 1000
@@ -61,10 +62,11 @@ def _core(method, truncation, units, outputs, args, loss, sg_clip_norm, sg_lr):
     from sg_keras.recurrent import RecurrentDNI
 
     sg_optimizer = keras.optimizers.Adam(sg_lr) if method != "bptt" else None
+    aux_weight = {"aux_weight": args.aux_weight} if method == "dni_aux" else {}
     return RecurrentDNI(keras.layers.LSTMCell(units), keras.layers.Dense(outputs),
                         truncation=truncation, loss=loss,
                         optimizer=keras.optimizers.Adam(args.lr), sg_optimizer=sg_optimizer,
-                        sg_clip_norm=sg_clip_norm,
+                        sg_clip_norm=sg_clip_norm, **aux_weight,
                         **METHODS[method])
 
 
@@ -99,6 +101,7 @@ def curriculum_run(task, truncation, method, seed, args):
             "threshold": args.threshold, "window": args.window,
             "max_repeats": args.max_repeats,
             "sg_clip_norm": _clip_of(method, args),
+            **({"aux_weight": args.aux_weight} if method == "dni_aux" else {}),
             "boundary_cosine": round(float(np.mean(cosines)), 3) if cosines else None,
             "boundary_norms": _median_norms(norms)}
 
@@ -128,15 +131,23 @@ def _done():
 def _key(record):
     return (record["task"], record["T"], record["method"], record["seed"], record["steps"],
             record["units"], record.get("sg_clip_norm"),
-            None if record["method"] == "bptt" else record["sg_lr"])
+            None if record["method"] == "bptt" else record["sg_lr"], _aux_weight(record),
+            record.get("bits", 1))
+
+
+def _aux_weight(record):
+    """A DNI + Aux run's weight of the auxiliary loss (1.0 before it was recorded); None else."""
+    return record.get("aux_weight", 1.0) if record["method"] == "dni_aux" else None
 
 
 def _in_budget(record, args):
     """A run of this budget: same steps and LSTM, and (DNI) the same δ̂ bound and learning rate."""
-    return ((record["steps"], record["units"]) == (args.steps, args.units)
+    return ((record["steps"], record["units"], record.get("bits", 1))
+            == (args.steps, args.units, args.bits)
             and (record["method"] == "bptt"
                  or (record.get("sg_clip_norm"), record["sg_lr"]) == (args.sg_clip_norm,
-                                                                       args.sg_lr)))
+                                                                       args.sg_lr))
+            and _aux_weight(record) in (None, args.aux_weight))
 
 
 def curriculum_table(records):
@@ -177,7 +188,9 @@ def write_curriculum(records, args):
              f"curriculum: N += 1 when the mean per-symbol error of the last {args.window} "
              f"training batches is below {args.threshold} bits; DNI's δ̂ "
              + (f"clipped to an L2 norm of {args.sg_clip_norm:g} per example and state part."
-                if args.sg_clip_norm else "not clipped."),
+                if args.sg_clip_norm else "not clipped.")
+             + f" DNI + Aux: auxiliary loss weight {args.aux_weight:g} (runs before it was "
+               "recorded: 1).",
              "Paper columns: Table 1 of Jaderberg et al. 2016 as recalled, NOT verified against "
              "the paper's text (no access here); the paper trained far longer and larger.",
              f"cos dni / cos dni_aux: cosine of δ̂ and the true future gradient (full BPTT "
@@ -186,7 +199,9 @@ def write_curriculum(records, args):
              f"measured show none).",
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
     name = ("rnn_curriculum" + ("" if args.sg_lr == DEFAULT_SG_LR else f"_sg_lr{args.sg_lr:g}")
-            + ("" if args.sg_clip_norm == DEFAULT_CLIP else f"_clip{args.sg_clip_norm}"))
+            + ("" if args.sg_clip_norm == DEFAULT_CLIP else f"_clip{args.sg_clip_norm}")
+            + ("" if args.aux_weight == 1.0 else f"_auxw{args.aux_weight:g}")
+            + ("" if (args.units, args.bits) == (64, 1) else f"_u{args.units}_b{args.bits}"))
     tables.write_results(name, "Recurrent DNI: largest N solved (Copy, Repeat Copy)",
                          columns, rows, notes=notes, runs=records)
 
@@ -276,6 +291,9 @@ def main():
     parser.add_argument("--sg_clip_norm", type=_clip, default=DEFAULT_CLIP,
                         help="per-example bound on the DNI runs' δ̂, 'none' for unbounded "
                              "(another bound writes rnn_curriculum_clipX)")
+    parser.add_argument("--aux_weight", type=float, default=1.0,
+                        help="DNI + Aux: weight of the auxiliary loss (another weight writes "
+                             "rnn_curriculum_auxwX)")
     parser.add_argument("--measure_every", type=int, default=250,
                         help="DNI runs: sequences between measurements of the boundary cosine")
     parser.add_argument("--threshold", type=float, default=0.15)
@@ -302,7 +320,8 @@ def main():
                     for method in args.method:
                         planned = {"task": task, "T": truncation, "method": method,
                                    "seed": seed, "steps": args.steps, "units": args.units,
-                                   "sg_lr": args.sg_lr, "sg_clip_norm": _clip_of(method, args)}
+                                   "sg_lr": args.sg_lr, "sg_clip_norm": _clip_of(method, args),
+                                   "bits": args.bits, "aux_weight": args.aux_weight}
                         if _key(planned) in done:
                             continue
                         record = curriculum_run(task, truncation, method, seed, args)
