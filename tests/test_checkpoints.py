@@ -1,6 +1,7 @@
 """Run directories and checkpoints: resume, refuse damaged or foreign ones, touch nothing."""
 
 import hashlib
+import os
 
 import keras
 import numpy as np
@@ -18,12 +19,30 @@ def fingerprint(directory):
 
 
 def test_run_directory_records_and_checks_the_architecture(tmp_path):
-    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8})
-    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8})
+    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8}).close()
+    RunDirectory(tmp_path / "run", {"mode": "dni", "units": 8}).close()
     before = fingerprint(tmp_path)
     with pytest.raises(CheckpointError, match="--mode: saved 'dni', now 'cdni'"):
         RunDirectory(tmp_path / "run", {"mode": "cdni", "units": 8})
     assert fingerprint(tmp_path) == before
+
+
+def test_a_setting_absent_from_an_older_record_is_named_as_the_default(tmp_path):
+    RunDirectory(tmp_path, {"mode": "dni"}).close()
+    with pytest.raises(CheckpointError, match="--model: not recorded \\(the default\\), now 'cnn'"):
+        RunDirectory(tmp_path, {"mode": "dni", "model": "cnn"})
+    RunDirectory(tmp_path / "cnn", {"mode": "dni", "model": "cnn"}).close()
+    with pytest.raises(CheckpointError, match="--model: saved 'cnn', now the default"):
+        RunDirectory(tmp_path / "cnn", {"mode": "dni"})
+
+
+def test_a_held_directory_is_refused_naming_its_holder(tmp_path):
+    with RunDirectory(tmp_path, {"mode": "dni"}):
+        with pytest.raises(CheckpointError, match=rf"--model_dir {tmp_path} is in use by process "
+                                                  rf"{os.getpid()} on \S+ \(started 20"):
+            RunDirectory(tmp_path, {"mode": "dni"})
+    RunDirectory(tmp_path, {"mode": "dni"}).close()   # released
+    assert (tmp_path / "run.lock").read_text() == ""
 
 
 def test_unwritable_model_dir_is_reported(tmp_path):

@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, write_npz
-from sg_keras.job import data, experiment
+from sg_keras.job import data, experiment, plots
 from sg_keras.job.config import Config
-from sg_keras.job.history import MetricsLog
+from sg_keras.job.metrics_log import MetricsLog
 
 
 def tiny(model_dir, data_path, **changes):
@@ -203,6 +203,46 @@ def test_signal_saves_a_checkpoint_and_gives_the_exit_status(tmp_path, small_npz
         experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=50, plots=False))
     assert stopped.value.exit_status == status
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index"))
-    assert saved == ["ckpt-5.index"]   # the five steps trained before the signal
-    assert "interrupted: saved" in capsys.readouterr().out
+    assert saved == ["ckpt-6.index"]   # the signal came while fetching the sixth batch:
+    assert "interrupted: saved" in capsys.readouterr().out   # its step finished first
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+    monkeypatch.undo()
+    resumed = experiment.run(tiny(tmp_path, small_npz, mode="dni", train_steps=8, plots=False))
+    assert resumed["resumed_from"].endswith("ckpt-6") and resumed["step"] == 8
+
+
+def test_decays_beyond_the_last_step_are_not_drawn(tmp_path, small_npz, monkeypatch):
+    drawn = []
+    original = plots.loss_curves
+    monkeypatch.setattr(plots, "loss_curves", lambda log, decays: drawn.append(decays) or
+                        original(log, decays))
+    experiment.run(tiny(tmp_path, small_npz, mode="backprop", train_steps=4,
+                        lr_decay_steps=["2", "900"]))
+    assert drawn == [[2]]
+
+
+def test_pipelined_schedule_says_it_ignores_measure_every(tmp_path, small_npz, capsys):
+    experiment.run(tiny(tmp_path, small_npz, mode="dni", schedule="pipelined", train_steps=2,
+                        measure_every=1, plots=False))
+    err = capsys.readouterr().err
+    assert err == ("warning: --measure_every=1 is ignored with --schedule=pipelined: its step "
+                   "makes no true backward pass to measure the synthetic gradients against\n")
+
+
+def test_a_strategy_says_how_many_replicas_it_runs(tmp_path, small_npz, capsys):
+    experiment.run(tiny(tmp_path, small_npz, mode="dni", strategy="mirrored", train_steps=2,
+                        plots=False))
+    assert ("--strategy=mirrored: 1 replica, 32 examples each of the global batch of 32"
+            in capsys.readouterr().out)
+
+
+def test_the_first_eta_leaves_out_the_first_window(monkeypatch, capsys):
+    clock = iter([0.0, 50.0, 51.0, 52.0])   # the first window (tracing) took 50 s, then 1 s each
+    monkeypatch.setattr(experiment.time, "perf_counter", lambda: next(clock))
+    progress = experiment._Progress(start=0, total=40)
+    for step in (10, 20, 30):
+        progress.train(step, ["loss 1"])
+    assert capsys.readouterr().out.splitlines() == [
+        "step 10/40 (25%) | loss 1 | 0.2 steps/s | ETA ?",
+        "step 20/40 (50%) | loss 1 | 10.0 steps/s | ETA 0:00:02",
+        "step 30/40 (75%) | loss 1 | 10.0 steps/s | ETA 0:00:01"]

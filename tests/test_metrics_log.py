@@ -1,6 +1,6 @@
 """MetricsLog: append, read back, survive a torn line, drop steps after a resume point."""
 
-from sg_keras.job.history import MetricsLog
+from sg_keras.job.metrics_log import MetricsLog
 
 
 def test_append_and_series(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras.job import plots
-from sg_keras.job.history import MetricsLog
+from sg_keras.job.metrics_log import MetricsLog
 
 
 def decode(png):
@@ -81,3 +81,21 @@ def test_save_png_replaces_atomically(tmp_path):
     plots.save_png(b"second", path)
     assert path.read_bytes() == b"second"
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_boundary_cosines_of_twenty_boundaries_as_a_heat_map_in_numeric_order(tmp_path):
+    from sg_keras.job import sequence_plots
+    log = MetricsLog(tmp_path / "m.jsonl", 0)
+    for step in (100, 200, 300):
+        cosines = {f"cosine/boundary{k}": k / 100 + step / 1000 for k in range(1, 21)}
+        log.append({"step": step, "split": "train", **cosines,
+                    "cosine/mean": float(np.mean(list(cosines.values())))})
+    steps, boundaries, grid = sequence_plots.boundary_cosines(log)
+    assert steps == [100, 200, 300] and boundaries == list(range(1, 21))
+    np.testing.assert_allclose(grid[9], [0.2, 0.3, 0.4])   # boundary10, not boundary2's row
+    figure = sequence_plots.boundary_cosine_curves(log)
+    heat, _, mean = figure.axes                              # the heat map, its colour bar, mean
+    np.testing.assert_allclose(heat.collections[0].get_array().reshape(20, 3), grid)
+    assert heat.get_legend() is None and "layer" not in heat.get_ylabel()
+    np.testing.assert_allclose(mean.get_lines()[0].get_ydata(), grid.mean(axis=0))
+    decode(plots.to_png(figure))

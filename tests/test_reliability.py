@@ -177,3 +177,38 @@ def test_flagfile_with_an_unknown_flag(tmp_path):
     flagfile.write_text("--mode=dni\n--learning_rte=0.1\n")
     result = train_here(f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}")
     assert result.returncode == 1 and "Unknown command line flag 'learning_rte'" in result.stderr
+
+
+def signal_once_checkpointed(args, signum):
+    """Runs train.py ARGS in a real process, sends it `signum` once it has recorded a
+    checkpoint; returns the CompletedProcess."""
+    model_dir = next(a.split("=", 1)[1] for a in args if a.startswith("--model_dir="))
+    process = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (REPO / model_dir / "checkpoints" / "checkpoint").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("task_args, signum, status", [
+    (["--task=copy", "--mode=dni", "--units=4", "--truncation=2", "--batch_size=4",
+      "--measure_every=0", "--curriculum_threshold=1e-6"], signal.SIGTERM, 143),
+    (["--mode=dni", "--units=16", "--batch_size=32"], signal.SIGINT, 130),
+], ids=["copy_sigterm", "classify_ctrl_c"])
+def test_a_signal_to_a_real_run_saves_exits_and_resumes(tmp_path, small_npz, task_args, signum,
+                                                        status):
+    args = [f"--model_dir={tmp_path}", f"--data_path={small_npz}", *task_args,
+            "--train_steps=100000", "--log_every=1", "--checkpoint_every=3", "--plots=false"]
+    stopped = signal_once_checkpointed(args, signum)
+    assert stopped.returncode == status, stopped.stderr
+    saved = re.search(r"interrupted: saved (\S+ckpt-(\d+)); run the same command to resume",
+                      stopped.stdout)
+    assert saved and (tmp_path / "checkpoints" / f"ckpt-{saved.group(2)}.index").exists()
+    at = int(saved.group(2))
+    resumed = train_here(*args[:-3], f"--train_steps={at + 1}", "--plots=false")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == f"resuming from {saved.group(1)} (step {at})"

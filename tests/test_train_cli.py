@@ -62,8 +62,9 @@ def test_flagfile_run_trains_and_reports(tmp_path, small_npz):
     assert lines[0] == f"starting a new run in {tmp_path}"
     assert lines[1] == ("20 steps to go of 20 (2 epochs of batch 64); speed and time left are "
                         "printed every 5 steps")
-    progress = r"step +5/20 \(25%\) \| loss [\d.]+ \| acc +[\d.]+% \| [\d.]+ steps/s \| ETA \d"
-    assert any(re.match(progress, line) for line in lines), result.stdout
+    progress = r"step +{}/20 \({}%\) \| loss [\d.]+ \| acc +[\d.]+% \| [\d.]+ steps/s \| ETA {}"
+    assert re.fullmatch(progress.format(5, 25, r"\?"), lines[2]), lines[2]   # still tracing
+    assert re.fullmatch(progress.format(10, 50, r"\d:\d\d:\d\d"), lines[3]), lines[3]
     assert lines[-2].startswith("done: step 20/20 in ") and "test accuracy" in lines[-2]
     assert lines[-1].startswith(f"outputs in {tmp_path}")
     assert (tmp_path / "checkpoints" / "ckpt-20.index").exists()

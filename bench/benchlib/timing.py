@@ -28,7 +28,7 @@ def batches(split, count, seed=0):
 def make_trainer(input_shape, **settings):
     """The trainer that `train.py` would build for `Config(**settings)`."""
     from sg_keras.job.config import Config
-    from sg_keras.job.experiment import build_trainer
+    from sg_keras.job.tasks import build_trainer
 
     config = Config(model_dir=str(paths.RUNS / "unused"), **settings).validate()
     return build_trainer(config, input_shape)

@@ -1,8 +1,9 @@
 """Run directories and checkpoints that never lose or overwrite a user's work.
 
-`RunDirectory` prepares `--model_dir`: it must be writable, and a directory
-that already holds a run must hold one of the same architecture (recorded in
-`run_config.json`), or the run stops before touching anything.
+`RunDirectory` prepares `--model_dir`: it must be writable, no other process
+may be training in it (`run_lock.RunLock`, held until `close()`), and a
+directory that already holds a run must hold one of the same architecture
+(recorded in `run_config.json`), or the run stops before touching anything.
 
 `Checkpoints` wraps `tf.train.CheckpointManager`. `restore_latest()` reads
 every tensor of the newest checkpoint back (checking its checksums) before
@@ -12,7 +13,8 @@ restoring it; a corrupt one is skipped for the newest intact one, moved into
 architecture or mode, it raises `CheckpointError` without deleting or writing
 anything. `save()` writes a new checkpoint. TensorFlow writes the data files
 first and then swaps the small `checkpoint` index file, so a run killed while
-saving keeps the previous checkpoint.
+saving keeps the previous checkpoint; a save that fails (a full disk) removes
+what it had written and raises `WriteError`.
 
 Example:
 
@@ -32,6 +34,9 @@ import tempfile
 import tensorflow as tf
 from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
+
+from sg_keras.job.files import WriteError, reason, write_atomically
+from sg_keras.job.run_lock import RunLock
 
 RUN_CONFIG = "run_config.json"
 CORRUPT = "corrupt"   # where skipped checkpoints are moved, below the checkpoint directory
@@ -63,7 +68,12 @@ class RunDirectory:
     Args:
         path: the directory (created if missing).
         architecture: dict of the settings a checkpoint depends on; recorded
-            on the first run and compared on later ones.
+            on the first run and compared on later ones (a setting absent
+            from the record, or from `architecture`, is at its default).
+
+    Raises:
+        CheckpointError: the directory is not writable, another process
+            holds it, or it holds a run of another architecture.
     """
 
     def __init__(self, path, architecture):
@@ -71,7 +81,25 @@ class RunDirectory:
         self._check_writable()
         self.checkpoint_dir = os.path.join(self.path, "checkpoints")
         self.metrics_path = os.path.join(self.path, "metrics.jsonl")
-        self._check_architecture(dict(architecture))
+        self.lock = RunLock(self.path)
+        message = self.lock.acquire()
+        if message:
+            raise CheckpointError(message)
+        try:
+            self._check_architecture(dict(architecture))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Releases the directory for the next run."""
+        self.lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def _check_writable(self):
         try:
@@ -97,8 +125,15 @@ class RunDirectory:
         except (OSError, ValueError) as error:
             raise CheckpointError(f"{path} is unreadable ({error}); the run directory is damaged. "
                                   "Use a new --model_dir.") from error
-        differences = [f"--{key}: saved {recorded.get(key)!r}, now {value!r}"
-                       for key, value in architecture.items() if recorded.get(key) != value]
+        def saved(key):
+            return f"saved {recorded[key]!r}" if key in recorded else "not recorded (the default)"
+
+        def now(key):
+            return f"now {architecture[key]!r}" if key in architecture else "now the default"
+
+        keys = [*architecture, *(key for key in recorded if key not in architecture)]
+        differences = [f"--{key}: {saved(key)}, {now(key)}" for key in keys
+                       if recorded.get(key) != architecture.get(key)]
         if differences:
             raise CheckpointError(
                 f"--model_dir {self.path} holds a run of another architecture or mode ("
@@ -110,11 +145,7 @@ class RunDirectory:
 
     def write_file(self, name, content):
         """Writes `content` (str or bytes) atomically: a reader sees the old or the new file."""
-        mode = "wb" if isinstance(content, bytes) else "w"
-        temporary = self.file(name + ".tmp")
-        with open(temporary, mode) as handle:
-            handle.write(content)
-        os.replace(temporary, self.file(name))
+        write_atomically(self.file(name), content)
 
 
 class Checkpoints:
@@ -218,10 +249,7 @@ class Checkpoints:
         names = [json.dumps(os.path.basename(path)) for path in paths]
         text = "".join([f"model_checkpoint_path: {names[-1]}\n",
                         *(f"all_model_checkpoint_paths: {name}\n" for name in names)])
-        state = os.path.join(self.directory, "checkpoint")
-        with open(state + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(state + ".tmp", state)
+        write_atomically(os.path.join(self.directory, "checkpoint"), text)
 
     def _set_aside(self, paths):
         """Moves the files of corrupt checkpoints into `corrupt/`, where no save reaches them."""
@@ -235,5 +263,29 @@ class Checkpoints:
                 shutil.move(file, destination)
 
     def save(self):
-        """Writes a checkpoint numbered by the step (`ckpt-STEP`); returns its path."""
-        return self.manager.save(checkpoint_number=self.step)
+        """Writes a checkpoint numbered by the step (`ckpt-STEP`); returns its path.
+
+        The newest checkpoint is kept as it is when it is of this step already.
+
+        Raises:
+            WriteError: it could not be written (e.g. the disk is full); its
+                partial files are removed and the previous checkpoints are intact.
+        """
+        prefix = os.path.join(self.directory, f"ckpt-{int(self.step.numpy())}")
+        if self.latest == prefix:
+            return prefix
+        try:
+            return self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as error:
+            self._remove_partial(prefix)
+            raise WriteError(prefix, reason(error)) from error
+
+    def _remove_partial(self, prefix):
+        """Removes what a failed save of `prefix` left: its files and temporary folders."""
+        leftovers = (glob.glob(glob.escape(prefix) + "_temp*") + glob.glob(glob.escape(prefix) + ".*")
+                     + glob.glob(os.path.join(glob.escape(self.directory), "checkpoint.tmp*")))
+        for path in leftovers:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)

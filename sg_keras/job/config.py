@@ -29,7 +29,7 @@ from sg_keras.validation import ArgumentError
 # The flags that shape the network and its checkpoint: a run directory keeps them.
 ARCHITECTURE = ("mode", "num_layers", "units", "synth_layers", "synth_units", "synth_rank")
 SCHEDULES = ("sync", "pipelined")
-# --task: the MNIST-style classifier, or a sequence task of recurrent DNI (sequence_experiment).
+# --task: the image classifier, or a sequence task of recurrent DNI (sg_keras.job.tasks).
 TASKS = ("classify", "copy", "repeat_copy", "char_lm")
 # The flags that shape a sequence task's network and its checkpoint.
 SEQUENCE_ARCHITECTURE = ("task", "mode", "units", "synth_layers", "synth_units", "truncation",

@@ -1,4 +1,4 @@
-"""`MetricsLog`: the run's metrics as JSON lines in the model directory.
+"""`MetricsLog`: a run's logged metrics as JSON lines (`metrics.jsonl` in the model directory).
 
 Plots are drawn from this file, so they cover the whole run across restarts.
 A line cut short by a crash is ignored; on resume the records after the
@@ -16,6 +16,8 @@ Example:
 
 import json
 import os
+
+from sg_keras.job.files import WriteError, reason, write_atomically
 
 
 def _parse(line):
@@ -41,17 +43,17 @@ class MetricsLog:
                 self._rewrite()
 
     def _rewrite(self):
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in self.records)
-        os.replace(temporary, self.path)
+        write_atomically(self.path, "".join(json.dumps(record) + "\n" for record in self.records))
 
     def append(self, record):
         record = {key: (value if isinstance(value, str) else float(value)) if key != "step"
                   else int(value) for key, value in record.items()}
         self.records.append(record)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:   # a line cut short (full disk) is ignored when the log is read back
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise WriteError(self.path, reason(error)) from error
 
     def series(self, key, split="train"):
         """`(steps, values)` of one metric in one split."""

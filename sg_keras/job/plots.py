@@ -1,4 +1,6 @@
-"""Figures of a run, drawn with matplotlib's object API (no pyplot, no display).
+"""Figures of an image-classifier run, and PNG rendering and saving for every figure.
+
+Drawn with matplotlib's object API (no pyplot, no display).
 
 The run's figures (`loss_curves`, `cosine_curves`, `gradient_heatmaps`,
 `prediction_grid`) are returned as matplotlib `Figure`s, so what they show can
@@ -13,11 +15,12 @@ Example:
 """
 
 import io
-import os
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from sg_keras.job.files import write_atomically
 
 
 def to_png(figure):
@@ -29,11 +32,8 @@ def to_png(figure):
 
 
 def save_png(png, path):
-    """Writes PNG bytes to `path` atomically."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(png)
-    os.replace(temporary, path)
+    """Writes PNG bytes to `path` atomically (`WriteError` when it cannot)."""
+    write_atomically(path, png)
 
 
 def _layer_name(key):

@@ -1,4 +1,4 @@
-"""Sequence tasks for recurrent DNI: Copy, Repeat Copy (with a curriculum) and a character LM.
+"""Sequence-task data: Copy and Repeat Copy batches, their curriculum, and char-LM text streams.
 
 Copy (after Graves et al. 2014's NTM tasks, which the DNI paper follows): the
 network reads `N` random binary vectors of `bits` bits, then a delimiter step,
@@ -33,7 +33,7 @@ import numpy as np
 
 from sg_keras.validation import ArgumentError, int_at_least
 
-TASKS = ("copy", "repeat_copy")
+COPY_TASKS = ("copy", "repeat_copy")   # the tasks of `task_batch`
 
 
 def copy_batch(rng, batch, length, bits):
@@ -75,7 +75,7 @@ def task_batch(task, rng, batch, length, bits, max_repeats=2):
         return copy_batch(rng, batch, length, bits)
     if task == "repeat_copy":
         return repeat_copy_batch(rng, batch, length, bits, max_repeats)
-    raise ArgumentError("task", f"must be one of {TASKS}, got {task!r}")
+    raise ArgumentError("task", f"must be one of {COPY_TASKS}, got {task!r}")
 
 
 def output_features(task, bits):
