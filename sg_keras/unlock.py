@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sg_keras import dni_maths
+from sg_keras import dni_maths, evaluation
 from sg_keras.engine import restore
 from sg_keras.log_window import LogWindow
 from sg_keras.metrics import accuracy
@@ -81,7 +81,10 @@ class CompleteUnlockTrainer:
         model: a built `keras.Sequential` whose top-level `DecoupledLayer`s
             cut it into modules (`split_stages`); the last module's output
             is the class scores.
-        mode: "dni" or "cdni" (the synthesizers see the one-hot label).
+        mode: "dni" (the default) or "cdni" (the synthesizers see the one-hot
+            label).
+        options: a `DNIOptions` instead of `mode` (not both); its other
+            options must keep their defaults.
         loss: a Keras loss. Default: sparse categorical cross-entropy on logits.
         optimizer: optimizer of the network. Default: Adam(1e-3).
         sg_optimizer: optimizer of the synthesizers. Default: a fresh copy of
@@ -112,10 +115,12 @@ class CompleteUnlockTrainer:
             into modules (see `split_stages`).
     """
 
-    def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
-                 input_optimizer=None, input_hidden_layers=0, input_hidden_units=1024,
-                 input_context=False, seed=0, jit_compile=False):
-        self.options = DNIOptions(mode)
+    def __init__(self, model, mode=None, loss=None, optimizer=None, sg_optimizer=None, *,
+                 options=None, input_optimizer=None, input_hidden_layers=0,
+                 input_hidden_units=1024, input_context=False, seed=0, jit_compile=False):
+        self.options = DNIOptions.of(options, mode=mode)
+        self.options.unsupported([name for name in self.options.as_dict() if name != "mode"],
+                                 "complete unlock")
         self.mode = self.options.mode
         if not self.mode.decoupled:
             raise ArgumentError("mode", "must be 'dni' or 'cdni' for complete unlock.")
@@ -156,7 +161,7 @@ class CompleteUnlockTrainer:
         self.log_window = LogWindow()
         self._train = tf.function(lambda x, y: self.log_window.add(self._train_batch(x, y)),
                                   jit_compile=bool(jit_compile), reduce_retracing=True)
-        self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
+        self._eval_step = evaluation.compiled_batch_sums(model, self.loss)
         self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)
 
     def _context(self, y):
@@ -279,21 +284,11 @@ class CompleteUnlockTrainer:
         return {key: {name: value.numpy() for name, value in parts.items()}
                 for key, parts in self._inspect_step(x, y).items()}
 
-    def _evaluate_batch(self, x, y):
-        predictions = self.model(x, training=False)
-        count = tf.cast(tf.shape(predictions)[0], tf.float32)
-        return (self.loss(y, predictions) * count, accuracy(y, predictions) * count, count)
-
     def evaluate(self, x, y=None, batch_size=1024):
-        """Mean loss and accuracy of the plain chain over `(x, y)` arrays or a batched dataset.
+        """Mean loss and accuracy of the plain chain over `(x, y)` arrays or a batched dataset
+        (as `DNITrainer.evaluate`).
 
         Returns:
             `{"loss": float, "accuracy": float}`.
         """
-        batches = x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        sums = np.zeros(3)
-        for batch_x, batch_y in batches:
-            sums += [float(value) for value in self._eval_step(batch_x, batch_y)]
-        if not sums[2]:
-            raise ValueError("`evaluate` got no examples.")
-        return {"loss": sums[0] / sums[2], "accuracy": sums[1] / sums[2]}
+        return evaluation.evaluate_batches(self._eval_step, x, y, batch_size)

@@ -44,3 +44,27 @@ def test_a_class_missing_a_member_does_not_meet_it():
             return {}
 
     assert not isinstance(NoGuard(), Trainer)
+
+
+def test_the_options_object_whole_or_keywords_not_both():
+    options = sg_keras.DNIOptions(mode="dni", measure_every=3)
+    assert sg_keras.DNITrainer(fcn(), options=options).options is options
+    assert sg_keras.DNITrainer(fcn(), measure_every=3).options == options
+    with pytest.raises(ValueError, match="`options` is given with `measure_every`"):
+        sg_keras.DNITrainer(fcn(), options=options, measure_every=3)
+    pipelined = sg_keras.PipelinedTrainer(fcn(), options=sg_keras.DNIOptions(update_prob=0.5),
+                                          devices=["/cpu:0"])
+    assert pipelined.options.update_prob == 0.5
+    with pytest.raises(ValueError, match="`measure_every` is not supported by the pipelined"):
+        sg_keras.PipelinedTrainer(fcn(), options=options, devices=["/cpu:0"])
+    unlock = sg_keras.CompleteUnlockTrainer(fcn(), options=sg_keras.DNIOptions(mode="dni"))
+    assert unlock.options.mode is sg_keras.Mode.DNI
+    with pytest.raises(ValueError, match="`measure_every` is not supported by complete unlock"):
+        sg_keras.CompleteUnlockTrainer(fcn(), options=options)
+    inputs = keras.Input((8,))
+    model = sg_keras.DNIModel(inputs, keras.layers.Dense(5)(
+        sg_keras.DecoupledLayer(keras.layers.Dense(4))(inputs)))
+    model.compile("adam", "sparse_categorical_crossentropy", options=options)
+    assert model._dni_options is options
+    with pytest.raises(ValueError, match="`options` is given with `mode`"):
+        model.compile("adam", "sparse_categorical_crossentropy", options=options, mode="dni")
