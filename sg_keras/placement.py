@@ -8,7 +8,7 @@ layer and its synthesizer), or, for the last stage, the layers after the last
 device, spreading the stages evenly over the devices it is given (by default
 every visible GPU, else every logical CPU device).
 
-What placement buys (DESIGN §6.2). Inside one synchronous DNI step a decoupled
+What placement buys: update unlocking. Inside one synchronous DNI step a decoupled
 module's gradients depend only on its own forward pass and its `ĝ` (see
 `tests/test_placement.py`, which checks it on the traced graph), so on
 separate devices a lower module can compute its update while the modules

@@ -1,4 +1,4 @@
-"""Recurrent DNI: synthetic gradients at truncated-BPTT boundaries (DESIGN §6.4).
+"""Recurrent DNI: synthetic gradients of the future at truncated-BPTT boundaries.
 
 A Keras recurrent cell (e.g. `keras.layers.LSTMCell`, state `(h, c)`) is
 unrolled in chunks of `truncation` steps; the state passes from one chunk to
@@ -91,8 +91,8 @@ class RecurrentDNI:
             synthesizer (cDNI-style); None for none.
         sg_clip_norm: optional per-example L2 bound on each state part of `δ̂`; the
             update and the bootstrapped target both use the bounded `δ̂`. On a
-            never-ending stream (char LM) unbounded bootstrapping can diverge: the
-            benchmarks use 0.1.
+            never-ending stream (char LM) unbounded bootstrapping can diverge:
+            `bench/rnn.py` bounds DNI's `δ̂` at 1.0 by default.
 
     Every step takes the batch normaliser `N` explicitly (default: the local batch).
     """
