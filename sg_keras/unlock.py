@@ -38,12 +38,12 @@ import tensorflow as tf
 
 from sg_keras import dni_maths, evaluation
 from sg_keras.engine import restore
-from sg_keras.log_window import LogWindow
 from sg_keras.metrics import accuracy
 from sg_keras.model_parts import context_dim_of, float_state, label_context
 from sg_keras.optimizers import clone_optimizer
 from sg_keras.options import DNIOptions
 from sg_keras.placement import split_stages
+from sg_keras.step_logs import LogWindow
 from sg_keras.validation import ArgumentError, int_at_least
 
 
