@@ -94,7 +94,7 @@ def test_boundary_cosines_of_twenty_boundaries_as_a_heat_map_in_numeric_order(tm
     assert steps == [100, 200, 300] and boundaries == list(range(1, 21))
     np.testing.assert_allclose(grid[9], [0.2, 0.3, 0.4])   # boundary10, not boundary2's row
     figure = sequence_plots.boundary_cosine_curves(log)
-    heat, _, mean = figure.axes                              # the heat map, its colour bar, mean
+    heat, mean, _ = figure.axes                              # the heat map, the mean, colour bar
     np.testing.assert_allclose(heat.collections[0].get_array().reshape(20, 3), grid)
     assert heat.get_legend() is None and "layer" not in heat.get_ylabel()
     np.testing.assert_allclose(mean.get_lines()[0].get_ydata(), grid.mean(axis=0))
