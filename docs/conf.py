@@ -39,59 +39,61 @@ napoleon_numpy_docstring = False
 html_theme = "alabaster"
 html_title = f"sg_keras {release}"
 
-# Modules a reader of the reference does not call: the console script's module entry point.
-_SKIPPED_MODULES = {"sg_keras.__main__"}
-
-
 def _modules():
-    """Every module of the package, the training job's included, sorted by name."""
-    names = ["sg_keras"]
-    for info in pkgutil.walk_packages(sg_keras.__path__, "sg_keras."):
-        if info.name not in _SKIPPED_MODULES and not info.name.rsplit(".", 1)[-1].startswith("_"):
-            names.append(info.name)
-    return sorted(names)
+    """Every module of the package, the training job's included, sorted by name; private
+    ones (`_version`, `__main__`) left out."""
+    return sorted(["sg_keras"] + [
+        info.name for info in pkgutil.walk_packages(sg_keras.__path__, "sg_keras.")
+        if not info.name.rsplit(".", 1)[-1].startswith("_")])
 
 
 def _first_line(obj):
     return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
 
 
-def _write(path, text):
-    """Writes `text` unless the file already holds it (an unchanged page is not rebuilt)."""
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        path.write_text(text, encoding="utf-8")
+def _index(title, intro, rows, pages):
+    """A Markdown index page: a two-column table of links, and a hidden toctree of `pages`."""
+    return (f"# {title}\n\n{intro}\n\n| name | what it is |\n| --- | --- |\n"
+            + "\n".join(f"| [`{name}`]({page}.md) | {line} |" for name, page, line in rows)
+            + "\n\n```{toctree}\n:hidden:\n\n" + "\n".join(pages) + "\n```\n")
 
 
 def _write_reference():
-    """One page per public name and per module, and the two indexes that list them."""
+    """One page per public name and per module, and the two indexes that list them.
+
+    Each page is rewritten only when its text changes (an unchanged page is not rebuilt);
+    pages of names or modules that no longer exist are removed.
+    """
     out = DOCS / "api" / "generated"
     out.mkdir(parents=True, exist_ok=True)
-    names = sorted(sg_keras.__all__, key=str.lower)
-    rows, pages = [], []
-    for name in names:
+    pages = {}
+    rows, names = [], []
+    for name in sorted(sg_keras.__all__, key=str.lower):
         obj = getattr(sg_keras, name)
         if isinstance(obj, type(sg_keras)):   # a module: its page is among the modules'
-            rows.append(f"| [`sg_keras.{name}`]({obj.__name__}.md) | {_first_line(obj)} |")
+            rows.append((f"sg_keras.{name}", obj.__name__, _first_line(obj)))
             continue
-        directive = "autoclass" if isinstance(obj, type) else "autofunction"
-        members = ":members:\n" if isinstance(obj, type) else ""
-        _write(out / f"sg_keras.{name}.md",
-               f"# sg_keras.{name}\n\n```{{{directive}}} sg_keras.{name}\n{members}```\n")
-        rows.append(f"| [`sg_keras.{name}`](sg_keras.{name}.md) | {_first_line(obj)} |")
-        pages.append(f"sg_keras.{name}")
-    _write(out / "names.md", "# Public names\n\nEverything in `sg_keras.__all__`, "
-           "importable as `sg_keras.NAME`.\n\n| name | what it is |\n| --- | --- |\n"
-           + "\n".join(rows) + "\n\n```{toctree}\n:hidden:\n\n" + "\n".join(pages) + "\n```\n")
-    rows, pages = [], []
+        directive, members = ("autoclass", ":members:\n") if isinstance(obj, type) else (
+            "autofunction", "")
+        pages[f"sg_keras.{name}"] = (f"# sg_keras.{name}\n\n```{{{directive}}} "
+                                     f"sg_keras.{name}\n{members}```\n")
+        rows.append((f"sg_keras.{name}", f"sg_keras.{name}", _first_line(obj)))
+        names.append(f"sg_keras.{name}")
+    pages["names"] = _index("Public names", "Everything in `sg_keras.__all__`, importable as "
+                            "`sg_keras.NAME`.", rows, names)
+    rows = []
     for module in _modules():
-        imported = importlib.import_module(module)
         members = "" if module == "sg_keras" else ":members:\n"   # the package: names.md
-        _write(out / f"{module}.md", f"# `{module}`\n\n```{{automodule}} {module}\n{members}```\n")
-        rows.append(f"| [`{module}`]({module}.md) | {_first_line(imported)} |")
-        pages.append(module)
-    _write(out / "modules.md", "# Modules\n\nEvery module of the package, the training job "
-           "(`sg_keras.job`) included.\n\n| module | what it holds |\n| --- | --- |\n"
-           + "\n".join(rows) + "\n\n```{toctree}\n:hidden:\n\n" + "\n".join(pages) + "\n```\n")
+        pages[module] = f"# `{module}`\n\n```{{automodule}} {module}\n{members}```\n"
+        rows.append((module, module, _first_line(importlib.import_module(module))))
+    pages["modules"] = _index("Modules", "Every module of the package, the training job "
+                              "(`sg_keras.job`) included.", rows, _modules())
+    for stale in set(out.glob("*.md")) - {out / f"{page}.md" for page in pages}:
+        stale.unlink()
+    for page, text in pages.items():
+        path = out / f"{page}.md"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
 
 
 _write_reference()
