@@ -315,7 +315,8 @@ def train_group(texts, seed, text, args):
     train_ids, held_ids = ids[:split], ids[split:]
     vocabulary = len(text.vocabulary)
     eval_x, eval_y = held_out_windows(held_ids, args.context, args.eval_chars)
-    cos_x, cos_y = eval_x[:args.cosine_batches * args.batch], eval_y[:args.cosine_batches * args.batch]
+    scored = args.cosine_batches * args.batch
+    cos_x, cos_y = eval_x[:scored], eval_y[:scored]
     variants = {t: parse_variant(t) for t in texts}
     models, synth_names = {}, {}
     for t, variant in variants.items():
@@ -367,8 +368,9 @@ def train_group(texts, seed, text, args):
             per_round = [a / b for a, b in zip(times[t][1:], times["backprop"][1:])]
             record["time_ratio_rounds"] = per_round
         records.append(record)
-        print(json.dumps({k: v for k, v in record.items()
-                          if k not in ("step_ms_rounds", "curve", "time_ratio_rounds")}), flush=True)
+        brief = {k: v for k, v in record.items()
+                 if k not in ("step_ms_rounds", "curve", "time_ratio_rounds")}
+        print(json.dumps(brief), flush=True)
     return records
 
 
@@ -402,7 +404,8 @@ def table_rows(records, texts, args):
             mean_cos = {"error": next(r["cosine"]["error"] for r in runs if "error" in r["cosine"])}
         sg = {}
         for key in {k for r in runs for k in r["sg_loss_tail"]}:
-            sg[key] = statistics.mean(r["sg_loss_tail"][key] for r in runs if key in r["sg_loss_tail"])
+            sg[key] = statistics.mean(r["sg_loss_tail"][key] for r in runs
+                                      if key in r["sg_loss_tail"])
         rows.append({
             "variant": t, "seeds": " ".join(str(r["seed"]) for r in runs),
             "held-out BPC per seed": " / ".join(f"{b:.3f}" for b in bpcs),
