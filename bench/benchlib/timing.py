@@ -34,13 +34,15 @@ def make_trainer(input_shape, **settings):
     return build_trainer(config, input_shape)
 
 
-def step_times(steppers, batches, warmup=50, rounds=20, block=50):
+def step_times(steppers, batches, warmup=50, rounds=20, block=50, clock=time.perf_counter):
     """Seconds per step of each stepper (a `train_step(x, y)` callable), one value per round.
 
     Every stepper first runs `warmup` steps (tracing, XLA compilation). Then,
     in each of `rounds` rounds, every stepper runs `block` consecutive steps,
     in an order rotated from round to round, so slow phases of a shared
-    machine hit all of them alike; compare steppers round by round.
+    machine hit all of them alike; compare steppers round by round. `clock`:
+    `time.perf_counter` (wall time) or `time.process_time` (this process's
+    CPU time, which time spent waiting for other users' work leaves out).
     """
     names = list(steppers)
     for name in names:
@@ -50,10 +52,10 @@ def step_times(steppers, batches, warmup=50, rounds=20, block=50):
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            start = clock()
             for index in range(block):
                 steppers[name](*batches[(round_index * block + index) % len(batches)])
-            times[name].append((time.perf_counter() - start) / block)
+            times[name].append((clock() - start) / block)
     return times
 
 
