@@ -19,6 +19,7 @@ Example:
 """
 
 import os
+import re
 
 
 class WriteError(OSError):
@@ -30,9 +31,17 @@ class WriteError(OSError):
 
 
 def reason(error):
-    """A short reason for an `OSError` or a TensorFlow I/O error: 'No space left on device'."""
+    """A short reason for an `OSError` or a TensorFlow I/O error: 'No space left on device'.
+
+    >>> reason(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> reason(RuntimeError("{{function_node __wrapped__SaveV2}} /run/ckpt-3_temp/part-0; "
+    ...                     "No space left on device [Op:SaveV2]"))
+    'No space left on device'
+    """
     text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
-    return " ".join(str(text).split())[:200]
+    text = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", " ".join(str(text).split()))
+    return text.rsplit("; ", 1)[-1].strip()[:200]   # TensorFlow: "PATH; WHY"
 
 
 def write_atomically(path, content):
