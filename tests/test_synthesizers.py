@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from sg_keras.synthesizers import ConvSynthesizer, DenseSynthesizer, default_synthesizer
+from sg_keras.synthesizers import (Conv1DSynthesizer, ConvSynthesizer, DenseSynthesizer,
+                                  default_synthesizer)
 
 
 def output_layer(synth):
@@ -103,10 +104,64 @@ def test_bad_hyper_parameters_name_the_argument(make, name):
 
 
 def test_default_synthesizer_follows_the_rank():
-    assert isinstance(default_synthesizer(2), DenseSynthesizer)
-    assert isinstance(default_synthesizer(4), ConvSynthesizer)
+    assert [type(default_synthesizer(rank)) for rank in (2, 3, 4, 5)] == [
+        DenseSynthesizer, DenseSynthesizer, ConvSynthesizer, DenseSynthesizer]
     with pytest.raises(ValueError, match="`synthesizer=`"):
-        default_synthesizer(3)
+        default_synthesizer(1)
+
+
+def _random_weights(layer, seed=0):
+    rng = np.random.default_rng(seed)
+    for variable in layer.trainable_variables:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape).astype("float32"))
+
+
+def test_dense_synthesizer_per_position_with_context_per_example_and_per_position():
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(2, 3, 4)).astype("float32")
+    per_position = np.eye(5, dtype="float32")[rng.integers(0, 5, size=(2, 3))]
+    synth = DenseSynthesizer()
+    synth(h, context=per_position)
+    _random_weights(synth)
+    kernel, bias = [v.numpy() for v in synth.net.layers[-1].weights]
+    np.testing.assert_allclose(synth(h, context=per_position),
+                               np.concatenate([h, per_position], -1) @ kernel + bias, rtol=1e-5)
+    per_example = per_position[:, 0]
+    tiled = np.broadcast_to(per_example[:, None], (2, 3, 5))
+    np.testing.assert_allclose(synth(h, context=per_example),
+                               np.concatenate([h, tiled], -1) @ kernel + bias, rtol=1e-5)
+    with pytest.raises(ValueError, match="`context`"):
+        synth(h, context=per_position[:, :, None])
+
+
+def test_conv1d_synthesizer_is_causal_and_zero_at_start():
+    h = np.random.default_rng(2).normal(size=(1, 6, 3)).astype("float32")
+    synth = Conv1DSynthesizer(kernel_size=3)
+    assert float(np.abs(synth(h)).max()) == 0.0
+    _random_weights(synth)
+    changed = h.copy()
+    changed[:, 4:] += 1.0      # the future of step 3
+    np.testing.assert_allclose(synth(changed)[:, :4], synth(h)[:, :4], rtol=1e-6)
+    assert float(np.abs(synth(changed)[:, 4:] - synth(h)[:, 4:]).max()) > 0
+    same = Conv1DSynthesizer(kernel_size=3, causal=False)
+    same(h)
+    _random_weights(same)
+    assert float(np.abs(same(changed)[:, 3] - same(h)[:, 3]).max()) > 0   # sees step 4
+    clone = Conv1DSynthesizer.from_config(same.get_config())
+    assert (clone.kernel_size, clone.causal) == (3, False)
+
+
+def test_conv_synthesizer_takes_a_context_map_per_pixel():
+    h = np.zeros((2, 4, 4, 3), "float32")
+    synth = ConvSynthesizer(hidden_layers=0, kernel_size=1)
+    per_pixel = np.zeros((2, 4, 4, 2), "float32")
+    per_pixel[0, 1, 2, 1] = 1.0
+    synth(h, context=per_pixel)
+    _random_weights(synth)
+    out = synth(h, context=per_pixel).numpy()
+    kernel, bias = [v.numpy() for v in synth.net.layers[-1].weights]
+    np.testing.assert_allclose(out[0, 1, 2], kernel[0, 0, 4] + bias, rtol=1e-5)
+    np.testing.assert_allclose(out[1, 1, 2], bias, rtol=1e-5)
 
 
 def test_config_round_trip():
