@@ -282,7 +282,8 @@ class Checkpoints:
 
     def _remove_partial(self, prefix):
         """Removes what a failed save of `prefix` left: its files and temporary folders."""
-        leftovers = (glob.glob(glob.escape(prefix) + "_temp*") + glob.glob(glob.escape(prefix) + ".*")
+        pattern = glob.escape(prefix)
+        leftovers = (glob.glob(pattern + "_temp*") + glob.glob(pattern + ".*")
                      + glob.glob(os.path.join(glob.escape(self.directory), "checkpoint.tmp*")))
         for path in leftovers:
             if os.path.isdir(path):

@@ -314,8 +314,8 @@ class _Run:
     def write_failed(self, error):
         """The `RunError` of a file that could not be written: what, and what is intact."""
         return RunError(f"{error}: stopped. The last intact checkpoint is "
-                        f"{self.checkpoints.latest or 'none yet'}; free space (or fix the permissions) and run "
-                        "the same command to resume.")
+                        f"{self.checkpoints.latest or 'none yet'}; free space (or fix the "
+                        "permissions) and run the same command to resume.")
 
 
 def run(config):

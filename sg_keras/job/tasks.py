@@ -106,10 +106,6 @@ def build_core(config, outputs, loss) -> SequenceTrainer:
                         sg_clip_norm=config.sg_clip_norm)
 
 
-def _number(value):
-    return f"{value:.4g}"
-
-
 class Task:
     """What one `--task` does inside the run loop; the members every task has.
 
@@ -118,7 +114,7 @@ class Task:
             raises `ConfigError` / `DataError` before anything is written.
     """
 
-    figure_of_merit = ""   # the done line's figures, e.g. "test accuracy"
+    outputs = "checkpoints/, TensorBoard logs (train/, eval/), metrics.jsonl, *.png"
 
     def __init__(self, config):
         self.config = config
@@ -192,8 +188,6 @@ class Task:
     def finish(self, run_dir):
         """Writes what a finished run leaves besides checkpoints (e.g. `model.keras`)."""
 
-    outputs = "checkpoints/, TensorBoard logs (train/, eval/), metrics.jsonl, *.png"
-
     def summary(self, result):
         """The task's figures in `run()`'s summary dict."""
         raise NotImplementedError
@@ -202,7 +196,6 @@ class Task:
 class ClassifyTask(Task):
     """The image classifier: the paper's FCN (or CNN) with backprop, DNI or cDNI."""
 
-    figure_of_merit = "test accuracy"
     outputs = Task.outputs + ", model.keras"
 
     def __init__(self, config):
@@ -222,8 +215,9 @@ class ClassifyTask(Task):
         return distribute.make_strategy(self.config.strategy)   # before any collective op
 
     def warnings(self):
-        if self.config.schedule == "pipelined" and self.config.measure_every != Config.measure_every:
-            return [f"--measure_every={self.config.measure_every} is ignored with "
+        config = self.config
+        if config.schedule == "pipelined" and config.measure_every != Config.measure_every:
+            return [f"--measure_every={config.measure_every} is ignored with "
                     "--schedule=pipelined: its step makes no true backward pass to measure "
                     "the synthetic gradients against"]
         return []
@@ -373,7 +367,7 @@ class _SequenceTask(Task):
         return values
 
     def columns(self, values):
-        return [f"{key} {_number(value)}" for key, value in values.items() if "/" not in key]
+        return [f"{key} {value:.4g}" for key, value in values.items() if "/" not in key]
 
     def figures(self, log, step, summaries):
         if not self.config.plots:
@@ -387,7 +381,6 @@ class _SequenceTask(Task):
 class CopyTask(_SequenceTask):
     """Copy or Repeat Copy under the curriculum; batches drawn from `(--seed, step)`."""
 
-    figure_of_merit = "N"
 
     def build(self):
         config = self.config
@@ -442,7 +435,6 @@ class CopyTask(_SequenceTask):
 class CharLMTask(_SequenceTask):
     """A character-level LM over `--batch_size` streams; the LSTM state carries over."""
 
-    figure_of_merit = "held-out bits per character"
 
     def __init__(self, config):
         super().__init__(config)
