@@ -15,7 +15,7 @@ import tensorflow as tf
 from sg_keras import distribute, keras_compat
 from sg_keras.engine import StepEngine, clone_optimizer, has_value
 from sg_keras.keras_compat import Functional, functional_init_arguments
-from sg_keras.model_parts import context_dim_of, decoupled_layers
+from sg_keras.model_parts import check_precision, context_dim_of, decoupled_layers
 from sg_keras.options import DNIOptions, Mode
 
 
@@ -143,7 +143,9 @@ class DNIModel(keras.Model):
             raise ValueError(
                 f"`model` must be a built Sequential or functional keras.Model, got {model!r}; "
                 "for a subclassed model, subclass sg_keras.DNIModel instead of keras.Model.")
-        return FunctionalDNIModel(model.inputs, model.outputs, name=model.name)
+        if isinstance(model, Functional):    # its input structure, e.g. one tensor, not [tensor]
+            return FunctionalDNIModel(model.input, model.output, name=model.name)
+        return FunctionalDNIModel(model.inputs[0], model.outputs[0], name=model.name)
 
     def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, mode=None,
                 sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
@@ -169,14 +171,16 @@ class DNIModel(keras.Model):
 
         Raises:
             ValueError: naming the argument that is invalid or does not fit
-                the model; loss scaling (`LossScaleOptimizer`, as
-                `mixed_float16` adds) is not supported.
+                the model; float16 layers (`mixed_float16`) and loss scaling
+                (`LossScaleOptimizer`) are not supported: `mixed_bfloat16`
+                trains without it.
 
         Example:
 
         >>> model.compile(optimizer="adam", metrics=["accuracy"],   # doctest: +SKIP
         ...               loss="sparse_categorical_crossentropy", true_gradient_every=100)
         """
+        check_precision(self)
         layers = decoupled_layers(self)
         context_dim = context_dim_of(self)
         if mode is None:
@@ -194,7 +198,8 @@ class DNIModel(keras.Model):
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             raise ValueError(
                 "`optimizer`: loss scaling is not supported by DNIModel (the synthesizers would "
-                "regress on scaled gradients); pass auto_scale_loss=False under mixed_float16.")
+                "regress on scaled gradients); pass an unwrapped optimizer, and use "
+                "mixed_bfloat16 rather than mixed_float16 for mixed precision.")
         self.sg_optimizer = sg_optimizer
         self._dni_options = options
         self._dni_seed = int(seed)

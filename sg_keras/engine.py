@@ -42,8 +42,8 @@ from sg_keras import distribute
 from sg_keras.interception import (FROZEN_PASS, SYNTHETIC_PASS, TRUE_PASS, BackwardPass,
                                    GradientInterception)
 from sg_keras.metrics import finiteness_parts, interception_keys, part_sum
-from sg_keras.model_parts import (context_dim_of, decoupled_layers, float_state, label_context,
-                                  module_state, module_variables, split_variables)
+from sg_keras.model_parts import (check_precision, context_dim_of, decoupled_layers, float_state,
+                                  label_context, module_state, module_variables, split_variables)
 from sg_keras.options import STEP_KINDS, OnNonFinite
 
 StepResult = collections.namedtuple(
@@ -178,6 +178,7 @@ class StepEngine:
     """
 
     def __init__(self, model, options, optimizer, sg_optimizer, seed=0):
+        check_precision(model)
         self.model, self.options = model, options
         self.layers = decoupled_layers(model)
         self.context_dim = context_dim_of(model)

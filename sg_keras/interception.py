@@ -93,8 +93,11 @@ class Interception:
         activation: `h`, the wrapped layer's output.
         synthetic: `ĝ = M(h[, c])`, the per-example synthetic gradient.
         output: the intercepted output (the identity of `h`).
-        target: set by a synthetic backward pass: the regression target `N·δ`.
-        sg_loss: set by a synthetic backward pass: `Σ ‖ĝ − target‖² / N`.
+        target: set by a synthetic backward pass: the regression target `N·δ`
+            (float32).
+        sg_loss: set by a synthetic backward pass: `Σ ‖ĝ − target‖² / N` (float32).
+        leaf: which of the layer's decoupled outputs this is (0 for the first
+            or only one).
     """
 
     layer: Any
@@ -104,6 +107,7 @@ class Interception:
     output: Optional[tf.Tensor] = None
     target: Optional[tf.Tensor] = None
     sg_loss: Optional[tf.Tensor] = None
+    leaf: int = 0
 
 
 class GradientInterception:
@@ -157,9 +161,10 @@ class GradientInterception:
         finally:
             self.backward_pass = previous
 
-    def intercept(self, layer, h, synthesize):
+    def intercept(self, layer, h, synthesize, leaf=0):
         """Decouples `h` (see `intercept`) and records the `Interception`."""
-        output, interception = intercept(layer, h, synthesize, self, len(self.interceptions))
+        output, interception = intercept(layer, h, synthesize, self, len(self.interceptions),
+                                         leaf)
         self.interceptions.append(interception)
         return output
 
@@ -167,8 +172,12 @@ class GradientInterception:
 _DEFAULT_SCOPE = GradientInterception()
 
 
-def intercept(layer, h, synthesize, scope=None, index=0):
+def intercept(layer, h, synthesize, scope=None, index=0, leaf=0):
     """Returns `h` unchanged, with its backward replaced by the DNI backward.
+
+    The DNI maths runs in float32 whatever `h`'s dtype (e.g. bfloat16 under a
+    mixed precision policy): `ĝ` and `δ` are cast up, the gradient sent down
+    is cast back to `h`'s dtype and the synthesizer's output gradient to `ĝ`'s.
 
     Args:
         layer: the `DecoupledLayer` being called (recorded).
@@ -178,6 +187,7 @@ def intercept(layer, h, synthesize, scope=None, index=0):
         scope: the `GradientInterception` whose options and backward pass
             apply; None: the defaults (no context, the local batch).
         index: the interception's position in `scope`.
+        leaf: which of the layer's decoupled outputs `h` is.
 
     Returns:
         `(output, interception)`.
@@ -189,7 +199,7 @@ def intercept(layer, h, synthesize, scope=None, index=0):
     def decoupled_identity(h):
         with tf.GradientTape(persistent=True) as tape:
             synthetic = synthesize(h)
-        interception = Interception(layer, index, h, synthetic)
+        interception = Interception(layer, index, h, synthetic, leaf=leaf)
         made.append(interception)
 
         def backward(delta, variables=None):
@@ -197,21 +207,22 @@ def intercept(layer, h, synthesize, scope=None, index=0):
             backward_pass = scope.backward_pass
             if backward_pass.true:
                 return delta, [None] * len(variables)
-            normaliser = (dni_maths.local_batch(h) if scope.normaliser is None
-                          else scope.normaliser)
-            down = dni_maths.applied_gradient(synthetic, delta, normaliser,
-                                              bp_lambda=scope.bp_lambda,
-                                              clip_norm=scope.clip_norm)
+            synthetic32 = tf.cast(synthetic, tf.float32)
+            normaliser = tf.cast(dni_maths.local_batch(synthetic32) if scope.normaliser is None
+                                 else scope.normaliser, tf.float32)
+            down = tf.cast(dni_maths.applied_gradient(synthetic32, tf.cast(delta, tf.float32),
+                                                      normaliser, bp_lambda=scope.bp_lambda,
+                                                      clip_norm=scope.clip_norm), h.dtype)
             if not backward_pass.train_synthesizers:
                 return down, [None] * len(variables)
-            arriving = (backward_pass.targets or {}).get(index, delta)
+            arriving = tf.cast((backward_pass.targets or {}).get(index, delta), tf.float32)
             target = dni_maths.regression_target(arriving, normaliser)
             interception.target = target
-            interception.sg_loss = dni_maths.synthesizer_loss(synthetic, target, normaliser)
-            variable_grads = tape.gradient(
-                synthetic, variables,
-                output_gradients=dni_maths.synthesizer_output_gradient(synthetic, target,
-                                                                       normaliser))
+            interception.sg_loss = dni_maths.synthesizer_loss(synthetic32, target, normaliser)
+            output_gradient = dni_maths.synthesizer_output_gradient(synthetic32, target, normaliser)
+            variable_grads = tape.gradient(synthetic, variables,
+                                           output_gradients=tf.cast(output_gradient,
+                                                                    synthetic.dtype))
             return down, variable_grads
 
         return tf.identity(h), backward

@@ -16,16 +16,51 @@ def cosine_similarity(a, b):
 
 
 def interception_keys(interceptions):
-    """A unique name per decoupled call: the layer's name, indexed if it repeats."""
-    names = [interception.layer.name for interception in interceptions]
+    """A unique name per decoupled call: the layer's name (`NAME_k` for its k-th decoupled
+    output, k >= 1), indexed by the call if it repeats."""
+    names = [interception.layer.name + (f"_{interception.leaf}" if interception.leaf else "")
+             for interception in interceptions]
     return [name if names.count(name) == 1 else f"{name}_{index}"
             for index, name in enumerate(names)]
 
 
+def accuracy(y, predictions):
+    """Arg-max accuracy of class scores, or None where the labels are not classes.
+
+    * Integer labels of the predictions' shape minus the last axis (`(B,)`
+      with `(B, C)`, `(B, T)` with `(B, T, V)`; a trailing axis of 1 is
+      dropped first): the fraction of positions whose arg-max is the label,
+      over all positions.
+    * Labels of the predictions' shape (one-hot, C > 1): arg-max against
+      arg-max.
+    * Anything else (e.g. float regression targets): None, so the trainers
+      report no accuracy.
+
+    The decision reads the static ranks and shapes.
+
+    >>> float(accuracy(np.array([[1, 0]]), np.array([[[0.1, 0.9], [0.2, 0.8]]])))
+    0.5
+    >>> accuracy(np.array([0.5, 1.5]), np.array([[0.4], [1.2]])) is None
+    True
+    """
+    y, predictions = tf.convert_to_tensor(y), tf.convert_to_tensor(predictions)
+    rank = predictions.shape.rank
+    if y.shape.rank is None or rank is None or rank < 2 or predictions.shape[-1] == 1:
+        return None
+    if y.dtype.is_integer and (y.shape.rank == rank - 1
+                               or (y.shape.rank == rank and y.shape[-1] == 1)):
+        return sparse_accuracy(y, predictions)
+    if y.shape.rank == rank and y.shape[-1] == predictions.shape[-1]:
+        return sparse_accuracy(tf.argmax(y, axis=-1), predictions)
+    return None
+
+
 def sparse_accuracy(y, predictions):
-    """Fraction of rows whose arg-max matches the integer label."""
-    labels = tf.cast(tf.reshape(y, [-1]), tf.int64)
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(predictions, axis=-1), labels), tf.float32))
+    """Fraction of positions whose arg-max matches the integer label (labels: the
+    predictions' shape minus the last axis, or with a trailing axis of 1)."""
+    predicted = tf.argmax(predictions, axis=-1)
+    labels = tf.reshape(tf.cast(y, tf.int64), tf.shape(predicted))
+    return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
 
 
 def finiteness_parts(loss, interceptions, variables, gradients, state=()):

@@ -20,8 +20,8 @@ def decoupled_layers(model):
 
 def split_variables(model):
     """Returns `(network_variables, synthesizer_variables)` of `model`."""
-    synthesizer = [v for layer in decoupled_layers(model)
-                   for v in layer.synthesizer.trainable_variables]
+    synthesizer = [v for layer in decoupled_layers(model) for each in layer.synthesizers
+                   for v in each.trainable_variables]
     synthesizer_ids = {id(v) for v in synthesizer}
     network = [v for v in model.trainable_variables if id(v) not in synthesizer_ids]
     return network, synthesizer
@@ -57,10 +57,41 @@ def context_dim_of(model):
 
 
 def label_context(labels, context_dim):
-    """cDNI context: one-hot sparse labels, or labels that are already one-hot."""
-    if labels.shape.rank == 2 and labels.shape[-1] == context_dim:
+    """cDNI context of labels of any shape: one per example or one per position.
+
+    Integer labels are class indices, one-hot on a new last axis: `(B,)` →
+    `(B, C)`, a context per example (a synthesizer tiles it over the
+    positions of its activation), and `(B, T)` → `(B, T, C)`, a context per
+    position (e.g. next-token targets); a trailing axis of 1 is dropped
+    first. Float labels whose last axis is `context_dim` are one-hot already
+    and pass through (as float32); other float labels are taken as class
+    indices.
+
+    >>> label_context(tf.constant([[1, 0, 2]]), 3).shape
+    TensorShape([1, 3, 3])
+    """
+    if labels.dtype.is_floating and labels.shape.rank and labels.shape[-1] == context_dim:
         return tf.cast(labels, tf.float32)
-    return tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), context_dim)
+    if labels.shape.rank and labels.shape.rank > 1 and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, -1)
+    return tf.one_hot(tf.cast(labels, tf.int32), context_dim)
+
+
+def check_precision(model):
+    """Refuses a model with float16 layers (`mixed_float16`), which DNI does not train.
+
+    Under `mixed_float16` the loss is scaled (by `LossScaleOptimizer`), so the
+    gradient that arrives at a decoupled activation, the synthesizers'
+    regression target, is scaled too; sg_keras does not unscale it.
+    """
+    half = [layer.name for layer in flatten_layers(model)
+            if getattr(layer, "compute_dtype", None) == "float16"]
+    if half:
+        raise ValueError(
+            f"`model`: layers {half[:3]} compute in float16 (mixed_float16), whose loss "
+            "scaling DNI does not support. Use "
+            "keras.mixed_precision.set_global_policy('mixed_bfloat16') (it needs no loss "
+            "scaling) or float32.")
 
 
 def float_state(model):

@@ -40,11 +40,11 @@ import tensorflow as tf
 
 from sg_keras import dni_maths
 from sg_keras.engine import module_optimizer, clone_optimizer
-from sg_keras.log_window import LogWindow
-from sg_keras.metrics import sparse_accuracy
-from sg_keras.model_parts import context_dim_of, label_context
+from sg_keras.metrics import accuracy
+from sg_keras.model_parts import check_precision, context_dim_of, label_context
 from sg_keras.options import DNIOptions, Mode
 from sg_keras.placement import split_stages, stage_devices
+from sg_keras.step_logs import LogWindow
 from sg_keras.trainer import DNITrainer
 from sg_keras.validation import ArgumentError
 
@@ -105,7 +105,7 @@ class PipelinedTrainer:
 
     `train_step(x, y)` returns scalar tensors: `loss` and `accuracy` of the
     last stage (on the batch of `K−1` steps ago; NaN while the pipe fills;
-    accuracy only for integer class labels),
+    accuracy as `sg_keras.metrics.accuracy`, NaN where it does not apply),
     `sg_loss/LAYER` (NaN until that synthesizer's first target arrives) and
     `updated/LAYER` when `update_prob < 1`. `evaluate` is `DNITrainer`'s.
     Not supported (they need a true backward pass through every stage):
@@ -121,6 +121,7 @@ class PipelinedTrainer:
                                         "stages would wait for the whole backward pass.")
         if not isinstance(model, keras.Model) or not model.built:
             raise ArgumentError("model", "must be a built keras.Model.")
+        check_precision(model)
         self.model, self.mode = model, self.options.mode
         self.stages = split_stages(model)
         boundaries = [stage.boundary for stage in self.stages[:-1]]
@@ -180,9 +181,9 @@ class PipelinedTrainer:
                 loss = self.loss(labels, h)
         normaliser = dni_maths.local_batch(inputs)
         if stage.boundary is None:
-            accuracy = (sparse_accuracy(labels, h) if labels.dtype.is_integer
-                        else tf.constant(np.nan, tf.float32))
-            seed, target, metrics = None, loss, (loss, accuracy)
+            correct = accuracy(labels, h)
+            seed, target = None, loss
+            metrics = (loss, tf.constant(np.nan, tf.float32) if correct is None else correct)
         else:
             synthetic = tf.stop_gradient(stage.boundary.synthetic_gradient(
                 h, self._context(labels), training=True))
@@ -236,9 +237,9 @@ class PipelinedTrainer:
                     return (tf.zeros([0, *self._shapes[k]]) if k < count - 1 else tf.zeros([0]),
                             tf.zeros([0]), np.nan, np.nan)
 
-                outputs[k], sent_back[k], loss, accuracy = tf.cond(active[k], run, idle)
+                outputs[k], sent_back[k], loss, correct = tf.cond(active[k], run, idle)
                 if k == count - 1:
-                    logs["loss"], logs["accuracy"] = loss, accuracy
+                    logs["loss"], logs["accuracy"] = loss, correct
         for k in range(count - 1):
             with tf.device(self.stages[k].device):
                 name = self.stages[k].boundary.name

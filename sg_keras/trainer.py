@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from sg_keras import distribute
 from sg_keras.engine import StepEngine, clone_optimizer, has_value, restore
-from sg_keras.log_window import LogWindow
-from sg_keras.metrics import interception_keys, sparse_accuracy
+from sg_keras.metrics import accuracy, interception_keys
 from sg_keras.options import DNIOptions, OnNonFinite
+from sg_keras.step_logs import LogWindow
 
 
 class DNITrainer:
@@ -18,11 +18,15 @@ class DNITrainer:
 
     Args:
         model: a built Keras model whose decoupled modules are wrapped in
-            `DecoupledLayer`. The output must be class scores (logits unless
-            `loss` says otherwise) for the accuracy metric.
+            `DecoupledLayer`. Labels may have any shape the loss accepts;
+            the accuracy metric needs class scores (see
+            `sg_keras.metrics.accuracy`). Float16 layers (`mixed_float16`)
+            are refused; `mixed_bfloat16` trains.
         mode: "backprop" (baseline: decoupled layers pass the true gradient and
             synthesizers are idle), "dni", or "cdni" (synthesizers also see the
-            one-hot label; needs layers built with `context_dim`).
+            one-hot label, per example or, for labels `(batch, T)`, per
+            position; see `model_parts.label_context`; needs layers built with
+            `context_dim`).
         loss: Keras loss returning the batch mean. Default: sparse categorical
             cross-entropy on logits.
         optimizer: optimizer of the network. Default: Adam(1e-3).
@@ -86,7 +90,8 @@ class DNITrainer:
             device on that batch (DESIGN §6.1), and the logs are global.
 
     `train_step(x, y)` returns a dict of scalar tensors without waiting for
-    them (no host round trip): `loss`, `accuracy`, `sg_loss/LAYER` per
+    them (no host round trip): `loss`, `accuracy` (for class labels only),
+    `sg_loss/LAYER` per
     decoupled layer, `cosine/LAYER` when `measure_every` or a true target is
     set (NaN on steps that do not measure), `updated/LAYER` when
     `update_prob < 1` or `on_nonfinite="skip_module"`, and `skipped` with
@@ -188,8 +193,10 @@ class DNITrainer:
     def _step_logs(self, x, y):
         """One engine step on this replica's batch; the logs (global values on every replica)."""
         out = self.engine.step(x, y, self.step, self._loss, distribute.global_batch(x))
-        logs = {"loss": distribute.sum_over_replicas(out.loss),
-                "accuracy": distribute.mean_over_replicas(sparse_accuracy(y, out.predictions))}
+        logs = {"loss": distribute.sum_over_replicas(out.loss)}
+        correct = accuracy(y, out.predictions)
+        if correct is not None:
+            logs["accuracy"] = distribute.mean_over_replicas(correct)
         for key, value in out.metrics.items():
             logs[key] = tf.where(has_value(key, out), value, np.nan)
         for layer, updated in zip(self.engine.layers if out.updated is not None else [],
@@ -239,7 +246,7 @@ class DNITrainer:
         restore(state, saved)
         batch = tf.cast(tf.shape(x)[0], tf.float32)
         return {key: {"activation": i.activation, "synthetic": i.synthetic,
-                      "true": true_gradient * batch}
+                      "true": tf.cast(true_gradient, tf.float32) * batch}
                 for key, i, true_gradient in zip(interception_keys(result.interceptions),
                                                  result.interceptions, result.true_gradients)}
 
@@ -263,21 +270,30 @@ class DNITrainer:
     def _evaluate_batch(self, x, y):
         predictions = self.model(x, training=False)
         count = tf.cast(tf.shape(predictions)[0], tf.float32)
-        return (self.loss(y, predictions) * count, sparse_accuracy(y, predictions) * count, count)
+        sums = {"loss": self.loss(y, predictions) * count}
+        correct = accuracy(y, predictions)
+        if correct is not None:
+            sums["accuracy"] = correct * count
+        return sums, count
 
     def evaluate(self, x, y=None, batch_size=1024):
         """Mean loss and accuracy over `(x, y)` arrays or a batched `tf.data.Dataset`.
 
+        The accuracy is that of `sg_keras.metrics.accuracy` (over every
+        position for labels per position); there is none for labels that are
+        not classes (e.g. regression targets).
+
         Returns:
-            `{"loss": float, "accuracy": float}`.
+            `{"loss": float, "accuracy": float}`, without "accuracy" where it
+            does not apply.
         """
         batches = x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        loss = correct = count = 0.0
+        totals, count = {}, 0.0
         for batch_x, batch_y in batches:
-            batch_loss, batch_correct, batch_count = self._eval_step(batch_x, batch_y)
-            loss += float(batch_loss)
-            correct += float(batch_correct)
+            sums, batch_count = self._eval_step(batch_x, batch_y)
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
             count += float(batch_count)
         if not count:
             raise ValueError("`evaluate` got no examples.")
-        return {"loss": loss / count, "accuracy": correct / count}
+        return {key: total / count for key, total in totals.items()}

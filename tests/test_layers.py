@@ -19,16 +19,18 @@ def test_inference_is_exactly_the_wrapped_layer():
     np.testing.assert_array_equal(layer(x, training=False), block(x, training=False))
 
 
-def test_default_synthesizers_follow_the_output_rank():
-    dense = sg_keras.DecoupledLayer(keras.layers.Dense(3))
-    dense.build((None, 4))
-    conv = sg_keras.DecoupledLayer(keras.layers.Conv2D(2, 3, padding="same"))
-    conv.build((None, 5, 5, 1))
-    assert isinstance(dense.synthesizer, DenseSynthesizer)
-    assert isinstance(conv.synthesizer, ConvSynthesizer)
-    seq = sg_keras.DecoupledLayer(keras.layers.Dense(3))
-    with pytest.raises(ValueError, match="`synthesizer=`"):
-        seq.build((None, 7, 4))
+@pytest.mark.parametrize("input_shape, kind", [
+    ((None, 4), DenseSynthesizer), ((None, 7, 4), DenseSynthesizer),
+    ((None, 5, 5, 1), ConvSynthesizer), ((None, 2, 3, 2, 4), DenseSynthesizer)])
+def test_default_synthesizers_follow_the_output_rank(input_shape, kind):
+    wrapped = (keras.layers.Conv2D(2, 3, padding="same") if len(input_shape) == 4
+               else keras.layers.Dense(3))
+    layer = sg_keras.DecoupledLayer(wrapped)
+    layer.build(input_shape)
+    assert isinstance(layer.synthesizer, kind)
+    h = np.random.default_rng(0).normal(size=(2, *wrapped.compute_output_shape(input_shape)[1:]))
+    assert layer.synthetic_gradient(h).shape == h.shape
+    assert float(np.abs(layer.synthetic_gradient(h)).max()) == 0.0   # zero-initialised
 
 
 def test_conv_layer_trains_and_synthetic_gradient_has_the_activation_shape():
