@@ -11,6 +11,7 @@ training job behind `train.py`.
 
 from sg_keras import dni_maths, synthesizers
 from sg_keras._version import __version__
+from sg_keras.decouple import decouple
 from sg_keras.dni_model import DNIModel, FunctionalDNIModel
 from sg_keras.engine import NonFiniteError, StepEngine
 from sg_keras.interception import GradientInterception
@@ -25,4 +26,4 @@ from sg_keras.unlock import CompleteUnlockTrainer
 __all__ = ["CompleteUnlockTrainer", "DecoupledLayer", "DNIModel", "DNIOptions", "DNITrainer",
            "FunctionalDNIModel", "GradientInterception", "Mode", "NonFiniteError", "OnNonFinite",
            "PipelinedTrainer", "RecurrentDNI", "SGTarget", "StepEngine", "dni_maths",
-           "split_stages", "stage_devices", "synthesizers"]
+           "decouple", "split_stages", "stage_devices", "synthesizers"]
