@@ -125,7 +125,9 @@ class GradientInterception:
             this L2 norm where it is applied (the synthesizer still regresses
             on its unclipped prediction).
         normaliser: `N`, the number of examples the loss averages over (the
-            global batch under tf.distribute); None: each activation's batch.
+            global batch under tf.distribute); None: each activation's batch
+            (its leading axis). With labels per position (`(batch, T)`) `N`
+            is still the batch: the positions are part of one example's loss.
 
     Example:
 
