@@ -33,9 +33,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchlib import paths, tables, training  # noqa: E402
+from benchlib import figures, paths, tables, training  # noqa: E402
 
 VARIANTS = {
     "linear": {"input_hidden_layers": 0},
@@ -137,6 +138,24 @@ def run(variant, seed, epochs, evals, units):
     return name, history
 
 
+def curves_figure(rows):
+    """Test error and the training loss of the head (on its synthetic input) per run, by epoch."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    error_axes, loss_axes = figure.subplots(1, 2)
+    for row in rows:
+        label = f"{row['variant']}, seed {row['seed']}"
+        epochs = [h["epoch"] for h in row["history"]]
+        error_axes.plot(epochs, [h["test error %"] for h in row["history"]], marker=".",
+                        label=label)
+        loss_axes.plot(epochs, [h["loss"] for h in row["history"]], marker=".", label=label)
+    error_axes.axhline(2.0, color="grey", linestyle=":", label="paper, about 2 %")
+    error_axes.set(yscale="log", xlabel="epoch", ylabel="test error % (plain chain)",
+                   title="complete unlock, 4-layer cDNI FCN")
+    loss_axes.set(yscale="log", xlabel="epoch", ylabel="training loss of the head on I(x)")
+    error_axes.legend(fontsize=7)
+    return figure
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -152,11 +171,14 @@ def main():
             rows.append({"variant": variant, "seed": seed, "epochs": args.epochs,
                          "test error %": last["test error %"],
                          "head on I(x) error %": last["head_on_synthetic_error %"],
+                         "lowest test error % (epoch)": "{:.2f} ({:.0f})".format(*min(
+                             (h["test error %"], h["epoch"]) for h in history)),
                          **{key: value for key, value in last.items()
                             if key.split("/")[0] in ("unexplained", "bn_mean_shift",
                                                      "bn_log_var_ratio", "input_loss")},
                          "wall s": last["wall s"], "history": history})
-    columns = ["variant", "seed", "test error %", "head on I(x) error %"] + sorted(
+    columns = ["variant", "seed", "test error %", "lowest test error % (epoch)",
+               "head on I(x) error %"] + sorted(
         key for key in rows[0] if "/" in key and not key.startswith("input_loss")) + ["wall s"]
     notes = [f"4-layer FCN (256 units), cDNI, linear synthesizers, completely unlocked; "
              f"{args.epochs:g} epochs of batch {training.BATCH_SIZE}, Adam 1e-3 x0.1 at 60 % and "
@@ -169,6 +191,7 @@ def main():
              "test error on MNIST."]
     tables.write_results("unlock_inputs" + args.tag, "Complete unlock: input models", columns,
                          rows, notes, seeds=args.seeds)
+    figures.save_figure(curves_figure(rows), "unlock_inputs" + args.tag)
 
 
 if __name__ == "__main__":

@@ -91,8 +91,13 @@ class CompleteUnlockTrainer:
             `optimizer`'s configuration.
         input_optimizer: optimizer of the input models. Default: a fresh copy
             of `optimizer`'s configuration.
-        input_hidden_layers, input_hidden_units: shape of the default input
-            models (see `input_model`).
+        input_hidden_layers, input_hidden_units: shape of the input models
+            (see `input_model`). Default: one hidden layer of 256 units. On
+            MNIST, linear input models (`input_hidden_layers=0`) miss 20-34 %
+            of the held-out variance of the real inputs, and the modules
+            trained on them compose into a 4-layer cDNI FCN at 6.7 % test
+            error after 5 epochs, against 4.0 % with the default
+            (`bench/unlock_inputs.py`).
         input_context: the input models also read the one-hot label.
         seed: seeds the input models' initial weights (None: Keras' global
             random state); complete unlock draws no other random numbers.
@@ -116,8 +121,8 @@ class CompleteUnlockTrainer:
     """
 
     def __init__(self, model, mode=None, loss=None, optimizer=None, sg_optimizer=None, *,
-                 options=None, input_optimizer=None, input_hidden_layers=0,
-                 input_hidden_units=1024, input_context=False, seed=0, jit_compile=False):
+                 options=None, input_optimizer=None, input_hidden_layers=1,
+                 input_hidden_units=256, input_context=False, seed=0, jit_compile=False):
         self.options = DNIOptions.of(options, mode=mode)
         self.options.unsupported([name for name in self.options.as_dict() if name != "mode"],
                                  "complete unlock")

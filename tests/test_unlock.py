@@ -36,7 +36,7 @@ def vjp(fn, inputs, variables, cotangent=None):
 def test_one_step_equals_the_hand_computation(mode):
     model = chain(5 if mode == "cdni" else None)
     randomize_synthesizers(model)
-    trainer = CompleteUnlockTrainer(model, mode=mode, loss=LOSS,
+    trainer = CompleteUnlockTrainer(model, mode=mode, loss=LOSS, input_hidden_layers=0,
                                     optimizer=keras.optimizers.SGD(LR),
                                     sg_optimizer=keras.optimizers.SGD(LR),
                                     input_optimizer=keras.optimizers.SGD(LR))
@@ -127,7 +127,7 @@ def test_models_that_cannot_be_unlocked_are_reported():
 
 def test_input_models_with_the_label_read_the_image_and_the_one_hot_label():
     model = chain(5)
-    trainer = CompleteUnlockTrainer(model, mode="cdni", loss=LOSS,
+    trainer = CompleteUnlockTrainer(model, mode="cdni", loss=LOSS, input_hidden_layers=0,
                                     optimizer=keras.optimizers.SGD(LR), input_context=True)
     x, y = batch(6)
     features = np.concatenate([x, np.eye(5, dtype="float32")[y]], -1)   # (6, 8 + 5)
