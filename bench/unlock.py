@@ -5,7 +5,8 @@ Every hidden layer of the paper's 4-layer FCN (`sg_keras.job.networks.fcn`,
 from the image (`--unlock=complete`, `sg_keras.CompleteUnlockTrainer`) and a
 synthetic gradient, so no layer waits for the layers below or above. Next to
 it, on the same budget and seeds: backprop, and update-decoupled DNI/cDNI
-(real inputs, synthetic gradients). Linear synthesizers and input models,
+(real inputs, synthetic gradients). Linear synthesizers, the trainer's default input
+models (one hidden layer of 256 units; `bench/unlock_inputs.py` compares kinds),
 Adam 1e-3 decayed x0.1 at 60 % and 80 % of the budget; the test error on the
 10,000 MNIST test images at every evaluation.
 
@@ -67,7 +68,9 @@ def main():
                      "curve": {"step": curves[method][0], "test error %": curves[method][1]}})
     notes = [f"Budget per run: {args.epochs:g} epochs = {budget['train_steps']} steps of batch "
              f"{training.BATCH_SIZE}, Adam 1e-3 x0.1 at steps {', '.join(budget['lr_decay_steps'])}; "
-             f"linear synthesizers and input models; seeds {args.seeds}; test error every "
+             f"linear synthesizers, input models with one hidden layer of 256 units (the "
+             f"trainer's default; the table of 2026-12-01 had linear ones); seeds {args.seeds}; "
+             f"test error every "
              f"{eval_every} steps (the curves are in the JSON and the figure).",
              "Paper (section 3.3): the completely unlocked 4-layer cDNI FCN reaches about 2 % "
              "test error on MNIST, more slowly than update-decoupled cDNI."]
