@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, write_npz
-from sg_keras.job import data, experiment, plots
+from sg_keras.job import data, experiment, plots, tasks
 from sg_keras.job.config import Config
 from sg_keras.job.metrics_log import MetricsLog
 
@@ -229,10 +229,21 @@ def test_pipelined_schedule_says_it_ignores_measure_every(tmp_path, small_npz, c
                    "makes no true backward pass to measure the synthetic gradients against\n")
 
 
-def test_a_strategy_says_how_many_replicas_it_runs(tmp_path, small_npz, capsys):
+class TwoReplicas:
+    """Stands in for a two-device MirroredStrategy (a second real one in this process could mix
+    up its collective operations with test_distribute's): the replicas are all that is read."""
+
+    num_replicas_in_sync = 2
+
+    def scope(self):
+        return tf.distribute.get_strategy().scope()
+
+
+def test_a_strategy_says_how_many_replicas_it_runs(tmp_path, small_npz, capsys, monkeypatch):
+    monkeypatch.setattr(tasks.distribute, "make_strategy", lambda name: TwoReplicas())
     experiment.run(tiny(tmp_path, small_npz, mode="dni", strategy="mirrored", train_steps=2,
                         plots=False))
-    assert ("--strategy=mirrored: 1 replica, 32 examples each of the global batch of 32"
+    assert ("--strategy=mirrored: 2 replicas, 16 examples each of the global batch of 32"
             in capsys.readouterr().out)
 
 
