@@ -13,9 +13,10 @@ import keras
 import tensorflow as tf
 
 from sg_keras import distribute, keras_compat
-from sg_keras.engine import StepEngine, clone_optimizer, has_value
+from sg_keras.engine import StepEngine, has_value
 from sg_keras.keras_compat import Functional, functional_init_arguments
 from sg_keras.model_parts import check_precision, context_dim_of, decoupled_layers
+from sg_keras.optimizers import clone_optimizer
 from sg_keras.options import DNIOptions, Mode
 
 
@@ -147,10 +148,10 @@ class DNIModel(keras.Model):
             return FunctionalDNIModel(model.input, model.output, name=model.name)
         return FunctionalDNIModel(model.inputs[0], model.outputs[0], name=model.name)
 
-    def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, mode=None,
-                sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", synth_update_every=1,
-                seed=0, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, *, sg_optimizer=None, options=None,
+                mode=None, sg_target=None, true_gradient_every=None, measure_every=None,
+                bp_lambda=None, update_prob=None, sg_clip_norm=None, on_nonfinite=None,
+                synth_update_every=None, seed=0, **kwargs):
         """Configures training; the DNI options are those of `DNITrainer`.
 
         Args:
@@ -158,6 +159,10 @@ class DNIModel(keras.Model):
                 batch mean (Keras' default reduction).
             sg_optimizer: optimizer (or its name) of the synthesizers. Default:
                 a fresh copy of `optimizer`'s configuration.
+            options: a `DNIOptions` holding `mode` and the options below at
+                once; the keywords are a convenience for the same (give one
+                or the other, not both). Left out (None), each takes its
+                `DNIOptions` default, and `mode` the one below.
             mode: "backprop", "dni" or "cdni" (the one-hot labels are the
                 synthesizers' context). Default: "cdni" if the DecoupledLayers
                 have a `context_dim`, "dni" if they have not, "backprop" if
@@ -183,10 +188,13 @@ class DNIModel(keras.Model):
         check_precision(self)
         layers = decoupled_layers(self)
         context_dim = context_dim_of(self)
-        if mode is None:
+        if mode is None and options is None:
             mode = Mode.BACKPROP if not layers else Mode.DNI if context_dim is None else Mode.CDNI
-        options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
-                             update_prob, sg_clip_norm, on_nonfinite, synth_update_every)
+        options = DNIOptions.of(
+            options, mode=mode, sg_target=sg_target, true_gradient_every=true_gradient_every,
+            measure_every=measure_every, bp_lambda=bp_lambda, update_prob=update_prob,
+            sg_clip_norm=sg_clip_norm, on_nonfinite=on_nonfinite,
+            synth_update_every=synth_update_every)
         options.check_layers(layers, context_dim)
         optimizer = _get_optimizer(optimizer, "optimizer")
         sg_optimizer = (clone_optimizer(optimizer) if sg_optimizer is None

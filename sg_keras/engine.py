@@ -44,6 +44,7 @@ from sg_keras.interception import (FROZEN_PASS, SYNTHETIC_PASS, TRUE_PASS, Backw
 from sg_keras.metrics import finiteness_parts, interception_keys, part_sum
 from sg_keras.model_parts import (check_precision, context_dim_of, decoupled_layers, float_state,
                                   label_context, module_state, module_variables, split_variables)
+from sg_keras.optimizers import module_optimizer
 from sg_keras.options import STEP_KINDS, OnNonFinite
 
 StepResult = collections.namedtuple(
@@ -145,17 +146,6 @@ def restore(variables, values):
     """Puts back values that a forward pass wrote (BatchNorm statistics)."""
     for variable, value in zip(variables, values):
         variable.assign(value)
-
-
-def clone_optimizer(optimizer):
-    """A new optimizer with `optimizer`'s configuration and none of its state."""
-    return optimizer.__class__.from_config(optimizer.get_config())
-
-
-def module_optimizer(optimizer):
-    """A copy of `optimizer` whose learning rate is always `optimizer`'s current one."""
-    config = {**optimizer.get_config(), "learning_rate": lambda: optimizer.learning_rate}
-    return optimizer.__class__.from_config(config)
 
 
 class StepEngine:

@@ -38,14 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sg_keras import dni_maths
-from sg_keras.engine import module_optimizer, clone_optimizer
+from sg_keras import dni_maths, evaluation
 from sg_keras.metrics import accuracy
 from sg_keras.model_parts import check_precision, context_dim_of, label_context
+from sg_keras.optimizers import clone_optimizer, module_optimizer
 from sg_keras.options import DNIOptions, Mode
 from sg_keras.placement import split_stages, stage_devices
 from sg_keras.step_logs import LogWindow
-from sg_keras.trainer import DNITrainer
 from sg_keras.validation import ArgumentError
 
 
@@ -78,6 +77,12 @@ class _Pipe(tf.Module):
             variable.assign(tf.cast(value, tf.float64))
 
 
+UNSUPPORTED = ("sg_target", "true_gradient_every", "measure_every", "bp_lambda", "on_nonfinite",
+               "synth_update_every")
+"""The `DNIOptions` a pipeline cannot do: they need a true backward pass through every stage,
+a guard, or a step that skips the synthesizers."""
+
+
 class PipelinedTrainer:
     """Trains a decoupled Sequential chain with the pipelined schedule.
 
@@ -98,6 +103,9 @@ class PipelinedTrainer:
             weights at a step (drawn per stage per step from `seed`; the last
             stage and the synthesizers always update).
         sg_clip_norm: per-example L2 bound of the applied `ĝ`, or None.
+        options: a `DNIOptions` holding `mode`, `update_prob` and
+            `sg_clip_norm` at once (give it or those keywords, not both); its
+            other options must keep their defaults (`UNSUPPORTED`).
         devices: device names; the stages are spread evenly over them
             (`placement.stage_devices`). None: every visible device.
         seed: seed of the `update_prob` draws.
@@ -107,15 +115,20 @@ class PipelinedTrainer:
     last stage (on the batch of `K−1` steps ago; NaN while the pipe fills;
     accuracy as `sg_keras.metrics.accuracy`, NaN where it does not apply),
     `sg_loss/LAYER` (NaN until that synthesizer's first target arrives) and
-    `updated/LAYER` when `update_prob < 1`. `evaluate` is `DNITrainer`'s.
+    `updated/LAYER` when `update_prob < 1`. `evaluate` measures the whole
+    model as `DNITrainer.evaluate` does (`sg_keras.evaluation`).
     Not supported (they need a true backward pass through every stage):
     `sg_target="true"`, `true_gradient_every`, `measure_every`, `bp_lambda`;
-    model regularisation losses are not added; there is no NaN/Inf guard.
+    nor are `on_nonfinite` (there is no NaN/Inf guard) and
+    `synth_update_every`; model regularisation losses are not added.
     """
 
-    def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
-                 update_prob=1.0, sg_clip_norm=None, devices=None, seed=0, jit_compile=False):
-        self.options = DNIOptions(mode, update_prob=update_prob, sg_clip_norm=sg_clip_norm)
+    def __init__(self, model, mode=None, loss=None, optimizer=None, sg_optimizer=None, *,
+                 options=None, update_prob=None, sg_clip_norm=None, devices=None, seed=0,
+                 jit_compile=False):
+        self.options = DNIOptions.of(options, mode=mode, update_prob=update_prob,
+                                     sg_clip_norm=sg_clip_norm)
+        self.options.unsupported(UNSUPPORTED, "the pipelined schedule")
         if self.options.mode is Mode.BACKPROP:
             raise ArgumentError("mode", "must be 'dni' or 'cdni' for a pipeline: backprop "
                                         "stages would wait for the whole backward pass.")
@@ -157,7 +170,7 @@ class PipelinedTrainer:
         self.log_window = LogWindow()   # the step's logs, summed on the device (see DNITrainer)
         self._train = tf.function(lambda x, y: self.log_window.add(self._train_batch(x, y)),
                                   jit_compile=bool(jit_compile), reduce_retracing=True)
-        self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
+        self._eval_step = evaluation.compiled_batch_sums(model, self.loss)
 
     @property
     def num_stages(self):
@@ -278,5 +291,7 @@ class PipelinedTrainer:
                  if "float" in str(v.dtype) and not np.isfinite(v.numpy()).all()]
         return paths + [v.name for v in self.pipe.activations if not np.isfinite(v.numpy()).all()]
 
-    _evaluate_batch = DNITrainer._evaluate_batch
-    evaluate = DNITrainer.evaluate
+    def evaluate(self, x, y=None, batch_size=1024):
+        """Mean loss (and accuracy) of the model over `(x, y)` arrays or a batched dataset, as
+        `DNITrainer.evaluate`."""
+        return evaluation.evaluate_batches(self._eval_step, x, y, batch_size)

@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sg_keras import distribute
-from sg_keras.engine import StepEngine, clone_optimizer, has_value, restore
+from sg_keras import distribute, evaluation
+from sg_keras.engine import StepEngine, has_value, restore
 from sg_keras.metrics import accuracy, interception_keys
+from sg_keras.optimizers import clone_optimizer
 from sg_keras.options import DNIOptions, OnNonFinite
 from sg_keras.step_logs import LogWindow
 
@@ -32,6 +33,12 @@ class DNITrainer:
         optimizer: optimizer of the network. Default: Adam(1e-3).
         sg_optimizer: optimizer of the synthesizers. Default: a fresh copy of
             `optimizer`'s configuration.
+        options: a `DNIOptions` holding `mode` and every option below at once
+            (e.g. one saved with a run); the keywords are a convenience for
+            the same: give one or the other, not both. An option left out
+            (None) takes its `DNIOptions` default: mode "dni", sg_target
+            "bootstrap", no true targets, no measurements, λ = 0, p = 1, no
+            clipping, on_nonfinite "raise", synthesizers trained every step.
         sg_target: "bootstrap" (the paper's default: each synthesizer regresses
             on the gradient arriving from the module above, itself synthetic
             except at the topmost decoupled module) or "true" (regress on the
@@ -87,7 +94,7 @@ class DNITrainer:
             from `trainer.distribute_dataset`; `loss` must be a Keras loss
             with a mean reduction (Keras divides it by the number of
             replicas). `R` replicas on a global batch make the update of one
-            device on that batch (DESIGN §6.1), and the logs are global.
+            device on that whole batch, and the logs are global.
 
     `train_step(x, y)` returns a dict of scalar tensors without waiting for
     them (no host round trip): `loss`, `accuracy` (for class labels only),
@@ -113,12 +120,15 @@ class DNITrainer:
     {'loss': 0.08, 'accuracy': 0.975}
     """
 
-    def __init__(self, model, mode="dni", loss=None, optimizer=None, sg_optimizer=None, *,
-                 sg_target="bootstrap", true_gradient_every=0, measure_every=0, bp_lambda=0.0,
-                 update_prob=1.0, sg_clip_norm=None, on_nonfinite="raise", synth_update_every=1,
-                 seed=0, jit_compile=False, strategy=None):
-        self.options = DNIOptions(mode, sg_target, true_gradient_every, measure_every, bp_lambda,
-                                  update_prob, sg_clip_norm, on_nonfinite, synth_update_every)
+    def __init__(self, model, mode=None, loss=None, optimizer=None, sg_optimizer=None, *,
+                 options=None, sg_target=None, true_gradient_every=None, measure_every=None,
+                 bp_lambda=None, update_prob=None, sg_clip_norm=None, on_nonfinite=None,
+                 synth_update_every=None, seed=0, jit_compile=False, strategy=None):
+        self.options = DNIOptions.of(
+            options, mode=mode, sg_target=sg_target, true_gradient_every=true_gradient_every,
+            measure_every=measure_every, bp_lambda=bp_lambda, update_prob=update_prob,
+            sg_clip_norm=sg_clip_norm, on_nonfinite=on_nonfinite,
+            synth_update_every=synth_update_every)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model, got {model!r}.")
         if not model.built:
@@ -148,7 +158,7 @@ class DNITrainer:
         train = self._train_batch if strategy is None else self._train_replicas
         self._train = tf.function(lambda x, y: self.log_window.add(train(x, y)),
                                   jit_compile=self.jit_compile, reduce_retracing=True)
-        self._eval_step = tf.function(self._evaluate_batch, reduce_retracing=True)
+        self._eval_step = evaluation.compiled_batch_sums(model, self.loss)
         self._inspect_step = tf.function(self._inspect_batch, reduce_retracing=True)
 
     def _check_strategy(self, jit_compile):
@@ -267,15 +277,6 @@ class DNITrainer:
         return {key: {name: value.numpy() for name, value in parts.items()}
                 for key, parts in result.items()}
 
-    def _evaluate_batch(self, x, y):
-        predictions = self.model(x, training=False)
-        count = tf.cast(tf.shape(predictions)[0], tf.float32)
-        sums = {"loss": self.loss(y, predictions) * count}
-        correct = accuracy(y, predictions)
-        if correct is not None:
-            sums["accuracy"] = correct * count
-        return sums, count
-
     def evaluate(self, x, y=None, batch_size=1024):
         """Mean loss and accuracy over `(x, y)` arrays or a batched `tf.data.Dataset`.
 
@@ -287,13 +288,4 @@ class DNITrainer:
             `{"loss": float, "accuracy": float}`, without "accuracy" where it
             does not apply.
         """
-        batches = x if y is None else tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        totals, count = {}, 0.0
-        for batch_x, batch_y in batches:
-            sums, batch_count = self._eval_step(batch_x, batch_y)
-            for key, value in sums.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-            count += float(batch_count)
-        if not count:
-            raise ValueError("`evaluate` got no examples.")
-        return {key: total / count for key, total in totals.items()}
+        return evaluation.evaluate_batches(self._eval_step, x, y, batch_size)
