@@ -421,6 +421,32 @@ def table_rows(records, texts, args):
     return rows
 
 
+TARGETS = {"dni": 0.15, "cdni": 0.05}   # bits per character above backprop, same budget
+
+
+def verdicts(rows):
+    """Notes on the targets (plain `dni` and `cdni` rows) and on conv vs dense synthesizers."""
+    notes = []
+    by_name = {row["variant"]: row for row in rows}
+    for name, target in TARGETS.items():
+        gap = by_name.get(name, {}).get("Δ vs backprop")
+        if gap is not None:
+            verdict = "met" if gap <= target else f"missed by {gap - target:.2f}"
+            notes.append(f"Target {name}: within {target} bits per character of backprop; "
+                         f"measured {gap:+.2f} ({verdict}).")
+    for name, row in by_name.items():
+        mode, _, options = name.partition(":")
+        if "synth=conv" not in options.split(","):
+            continue
+        rest = ",".join(o for o in options.split(",") if o != "synth=conv")
+        dense = mode + (f":{rest}" if rest else "")
+        if dense in by_name:
+            diff = row["mean BPC"] - by_name[dense]["mean BPC"]
+            notes.append(f"{name} vs {dense}: {diff:+.3f} bits per character "
+                         f"({'conv' if diff < 0 else 'dense'} better).")
+    return notes
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=["backprop", "dni", "cdni"],
@@ -440,6 +466,9 @@ def main():
     parser.add_argument("--eval_every", type=int, default=200, help="steps between curve points")
     parser.add_argument("--curve_windows", type=int, default=64)
     parser.add_argument("--cosine_batches", type=int, default=2)
+    parser.add_argument("--no_time_ratio", dest="time_ratio", action="store_false",
+                        help="do not retrain a finished backprop run to time new variants "
+                             "against it (their time ratio is then left empty)")
     parser.add_argument("--text_path", default=None, help="default: TensorFlow's "
                         "THIRD_PARTY_NOTICES.txt in site-packages")
     parser.add_argument("--name", default="transformer_lm", help="results file stem")
@@ -468,7 +497,7 @@ def main():
             todo = [t for t in args.variants if run_key(t, seed, args) not in done]
             if not todo:
                 continue
-            if "backprop" in args.variants and "backprop" not in todo:
+            if "backprop" in args.variants and "backprop" not in todo and args.time_ratio:
                 todo.insert(0, "backprop")   # the time ratio needs backprop in the same rounds
             for record in train_group(todo, seed, text, args):
                 key = run_key(record["variant"], seed, args)
@@ -503,7 +532,7 @@ def main():
                "MAC floor: see the module docstring.",
                "Cosine: synthetic vs true gradient (B·∂L/∂h) per decoupled block at the end, "
                f"over {args.cosine_batches} held-out batches; sg loss: mean synthesizer loss "
-               "over the last 10 % of steps (blocks 0 = lowest)."],
+               "over the last 10 % of steps (blocks 0 = lowest).", *verdicts(rows)],
         runs=records)
 
 
