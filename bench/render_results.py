@@ -23,8 +23,9 @@ DOCS_PAGE = paths.REPO / "docs" / "results.md"
 TOPICS = [
     ("MNIST: backprop, DNI and cDNI", ["acceptance", "accuracy", "ablations", "cnn",
                                        "async_updates"]),
-    ("Why DNI lags", ["dni_lag", "linear_ceiling", "schedule_*"]),
-    ("Speed", ["speed", "guard_cost", "low_rank*", "xla"]),
+    ("Why DNI lags", ["dni_lag", "linear_ceiling", "depth*", "schedule_*"]),
+    ("Transformers and residual networks", ["transformer_lm*", "residual_cnn*"]),
+    ("Speed", ["speed", "guard_cost*", "low_rank*", "xla"]),
     ("Complete unlock", ["unlock*"]),
     ("Several devices: pipelining and tf.distribute", ["pipeline_*", "scale"]),
     ("Recurrent DNI", ["rnn_*"]),

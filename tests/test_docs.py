@@ -7,16 +7,11 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 import sg_keras
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 import render_results  # noqa: E402
-
-pytest.importorskip("sphinx")
-pytest.importorskip("myst_parser")
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 

@@ -28,7 +28,7 @@ def test_the_library_depends_on_tensorflow_keras_and_numpy_only():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"absl-py", "matplotlib", "tensorflow-datasets", "tensorboard"} <= set(
         map(_name, extras["job"]))
-    assert "sg_keras" in map(_name, extras["test"])   # the tests run the job too
+    assert "sg_keras[job,docs]" in extras["test"]   # the tests run the job and build the docs
 
 
 def test_import_sg_keras_imports_none_of_the_jobs_packages():
