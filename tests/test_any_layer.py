@@ -178,15 +178,15 @@ def test_lstm_with_states_gets_one_synthesizer_per_float_output(tmp_path):
         keras.layers.Concatenate()([output, state_h, state_c])))
     assert lstm.synthesizer is None and len(lstm.synthesizers) == 3
     assert lstm.synthesizers[1].hidden_layers == 1
-    assert [s.name for s in lstm.synthesizers] == ["rnn_synthesizer", "rnn_synthesizer_1",
-                                                   "rnn_synthesizer_2"]
+    assert [lstm.synthesizers[i].name for i in (0, 2)] == ["rnn_synthesizer",
+                                                           "rnn_synthesizer_2"]   # defaults
     x = np.random.default_rng(0).normal(size=(3, 4, 3)).astype("float32")
     trainer = sg_keras.DNITrainer(model, mode="dni")
     logs = [trainer.train_step(x, np.array([0, 1, 1])) for _ in range(2)][-1]
     assert {"sg_loss/rnn", "sg_loss/rnn_1", "sg_loss/rnn_2"} <= set(logs)
     assert all(float(logs[key]) > 0 for key in ("sg_loss/rnn", "sg_loss/rnn_1", "sg_loss/rnn_2"))
     g = lstm.synthetic_gradient(lstm.layer(x))
-    assert isinstance(g, list) and [t.shape for t in g] == [(3, 5)] * 3
+    assert len(g) == 3 and [t.shape for t in g] == [(3, 5)] * 3
     clone = sg_keras.DecoupledLayer.from_config(lstm.get_config())
     assert [s is None or s.hidden_layers for s in clone.output_synthesizers] == [0, 1, 0]
     loaded = round_trip(tmp_path, model)
