@@ -7,7 +7,7 @@ of the distributed step (slicing, all-reduces, the cross-replica apply), not
 a speed-up: on separate GPUs or machines each replica would have its own
 compute. The accuracy runs train the MNIST FCN (`train.py`'s defaults) for
 the same steps on the same global batches with 1 and 2 replicas, which
-DESIGN §6.1 says make the same updates (up to float32 summation order).
+make the same updates (up to float32 summation order).
 
     nice -n 10 python bench/scale.py [--steps 300] [--rounds 5]
 """

@@ -92,27 +92,32 @@ class DNIModel(keras.Model):
     model resumes training where it stopped. A subclassed `DNIModel` saves as
     any subclassed Keras model does (register it and give it a `get_config`).
 
-    Example (`model`: a built Sequential or functional model with two
-    `DecoupledLayer`s named "block1" and "block2"; `x`, `y`: inputs and
-    integer labels):
+    Example (a Sequential model with two `DecoupledLayer`s, "block1" and "block2"):
 
-    >>> dni = DNIModel.from_model(model)                                 # doctest: +SKIP
-    >>> dni.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],  # doctest: +SKIP
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           DecoupledLayer(keras.layers.Dense(8), name="block1"),
+    ...                           DecoupledLayer(keras.layers.Dense(8), name="block2"),
+    ...                           keras.layers.Dense(3)])
+    >>> x, y = np.ones((8, 4), "float32"), np.arange(8) % 3
+    >>> dni = DNIModel.from_model(model)
+    >>> dni.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"],
     ...             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    ...             sg_optimizer=keras.optimizers.Adam(1e-4), measure_every=100)
-    >>> history = dni.fit(x, y, batch_size=256, epochs=5)                # doctest: +SKIP
-    >>> sorted(history.history)                                          # doctest: +SKIP
+    ...             sg_optimizer=keras.optimizers.Adam(1e-4), measure_every=1)
+    >>> history = dni.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    >>> sorted(history.history)
     ['accuracy', 'cosine/block1', 'cosine/block2', 'loss', 'sg_loss/block1', 'sg_loss/block2']
 
     A subclassed model derives from `DNIModel`:
 
-    >>> class Net(DNIModel):                                             # doctest: +SKIP
+    >>> class Net(DNIModel):
     ...     def __init__(self):
     ...         super().__init__()
     ...         self.block = DecoupledLayer(keras.layers.Dense(256, activation="relu"))
     ...         self.head = keras.layers.Dense(10)
     ...     def call(self, x, training=None):
     ...         return self.head(self.block(x, training=training))
+    >>> Net()(np.ones((2, 4))).shape
+    TensorShape([2, 10])
     """
 
     def __new__(cls, *args, **kwargs):
@@ -182,7 +187,9 @@ class DNIModel(keras.Model):
 
         Example:
 
-        >>> model.compile(optimizer="adam", metrics=["accuracy"],   # doctest: +SKIP
+        >>> model = DNIModel.from_model(keras.Sequential([
+        ...     keras.Input((4,)), DecoupledLayer(keras.layers.Dense(8)), keras.layers.Dense(3)]))
+        >>> model.compile(optimizer="adam", metrics=["accuracy"],
         ...               loss="sparse_categorical_crossentropy", true_gradient_every=100)
         """
         check_precision(self)

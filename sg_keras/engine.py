@@ -21,14 +21,14 @@ step. The engine
   `on_nonfinite="skip_module"` each decoupled module (its gradients, ĝ and
   statistics), the rest of the network (with the loss) and the synthesizers
   are checked and applied on their own: a module's update then waits for no
-  op above its interception (the op-level update unlocking of DESIGN §6.2);
+  op above its interception (update unlocking, checked op by op in tests/test_placement.py);
 * applies the updates: the network with `optimizer` (with `update_prob < 1`
   or `skip_module` each decoupled module with its own copy, drawn per step;
   the lower modules first), the synthesizers with `sg_optimizer`.
 
 Where the other executors plug in: a distributed step calls `engine.step`
 per replica (inside `strategy.run`) with `normaliser` = the global batch
-(DESIGN §6.1, `sg_keras.distribute`): the replicas then sum their metrics and
+(`sg_keras.distribute`): the replicas then sum their metrics and
 finiteness checks, draw the same updates and apply (or skip) together; the recurrent
 and pipelined executors use `sg_keras.dni_maths` directly on the activations
 they carry between steps.

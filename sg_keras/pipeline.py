@@ -1,4 +1,4 @@
-"""`PipelinedTrainer`: decoupled stages that run concurrently on different batches (DESIGN §6.2).
+"""`PipelinedTrainer`: decoupled stages that run concurrently on different batches.
 
 The model is cut into stages at its `DecoupledLayer`s (`placement.split_stages`).
 At step `t`, stage `k`
@@ -28,10 +28,16 @@ restored mid-pipe continues bit-for-bit.
 
 Example:
 
->>> trainer = PipelinedTrainer(model, mode="cdni",                  # doctest: +SKIP
-...                            optimizer=keras.optimizers.Adam(1e-4),
-...                            devices=["/gpu:0", "/gpu:1", "/gpu:2"])
->>> logs = trainer.train_step(x, y)                                  # doctest: +SKIP
+>>> model = keras.Sequential([keras.Input((4,)),
+...                           DecoupledLayer(keras.layers.Dense(8), name="stage1"),
+...                           keras.layers.Dense(3)])
+>>> trainer = PipelinedTrainer(model, mode="dni",       # devices=["/gpu:0", "/gpu:1"]
+...                            optimizer=keras.optimizers.Adam(1e-3))
+>>> x, y = np.ones((6, 4), "float32"), np.array([0, 1, 2, 0, 1, 2])
+>>> bool(np.isnan(trainer.train_step(x, y)["loss"]))   # the pipe fills: no batch at the head
+True
+>>> bool(np.isfinite(trainer.train_step(x, y)["loss"]))
+True
 """
 
 import keras

@@ -95,6 +95,15 @@ class RecurrentDNI:
             `bench/rnn.py` bounds DNI's `δ̂` at 1.0 by default.
 
     Every step takes the batch normaliser `N` explicitly (default: the local batch).
+
+    Example (an LSTM, chunks of 2 steps, the linear state synthesizer):
+
+    >>> core = RecurrentDNI(keras.layers.LSTMCell(8), keras.layers.Dense(2), truncation=2,
+    ...                     loss=per_step_sigmoid_bits, optimizer=keras.optimizers.Adam(1e-3))
+    >>> x, y = np.zeros((4, 6, 3), "float32"), np.zeros((4, 6, 2), "float32")
+    >>> logs = core.train_sequence(x, y, np.ones((4, 6), "float32"))   # 3 chunks
+    >>> sorted(logs)
+    ['aux_loss', 'loss', 'sg_loss', 'sg_norm']
     """
 
     def __init__(self, cell, readout, *, truncation, loss, optimizer, synthesizer="linear",

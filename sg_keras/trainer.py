@@ -112,12 +112,18 @@ class DNITrainer:
 
     Example:
 
-    >>> trainer = DNITrainer(model, mode="cdni",                      # doctest: +SKIP
-    ...                      optimizer=keras.optimizers.Adam(3e-5),
-    ...                      sg_optimizer=keras.optimizers.Adam(3e-5))
-    >>> logs = trainer.train_step(x, y)                              # doctest: +SKIP
-    >>> trainer.evaluate(x_test, y_test)                             # doctest: +SKIP
-    {'loss': 0.08, 'accuracy': 0.975}
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           DecoupledLayer(keras.layers.Dense(8), context_dim=3,
+    ...                                          name="dni1"),
+    ...                           keras.layers.Dense(3)])
+    >>> trainer = DNITrainer(model, mode="cdni",
+    ...                      optimizer=keras.optimizers.Adam(1e-3),
+    ...                      sg_optimizer=keras.optimizers.Adam(1e-3))
+    >>> x, y = np.ones((6, 4), "float32"), np.array([0, 1, 2, 0, 1, 2])
+    >>> sorted(trainer.train_step(x, y))
+    ['accuracy', 'loss', 'sg_loss/dni1']
+    >>> sorted(trainer.evaluate(x, y))
+    ['accuracy', 'loss']
     """
 
     def __init__(self, model, mode=None, loss=None, optimizer=None, sg_optimizer=None, *,

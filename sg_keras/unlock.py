@@ -115,6 +115,18 @@ class CompleteUnlockTrainer:
     `trainer.checkpoint`. There is no NaN/Inf guard in this mode:
     `check_finite` does nothing, `nonfinite_variables` lists the bad weights.
 
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           DecoupledLayer(keras.layers.Dense(8), context_dim=3,
+    ...                                          name="dni1"),
+    ...                           keras.layers.Dense(3, name="head")])
+    >>> trainer = CompleteUnlockTrainer(model, mode="cdni",
+    ...                                 optimizer=keras.optimizers.Adam(1e-3))
+    >>> x, y = np.ones((6, 4), "float32"), np.array([0, 1, 2, 0, 1, 2])
+    >>> sorted(trainer.train_step(x, y))   # the head trains on I(x), not on dni1's output
+    ['accuracy', 'input_loss/head', 'loss', 'sg_loss/dni1']
+
     Raises:
         ValueError: `mode` is not "dni" or "cdni", or `model` cannot be cut
             into modules (see `split_stages`).

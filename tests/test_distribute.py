@@ -1,4 +1,4 @@
-"""tf.distribute: R replicas on a global batch train exactly as one device on it (DESIGN §6.1).
+"""tf.distribute: R replicas on a global batch train exactly as one device on it.
 
 Two logical CPU devices must be configured before TensorFlow starts, and
 would change every other test's devices, so the two-replica checks run in

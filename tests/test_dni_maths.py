@@ -1,4 +1,4 @@
-"""The DNI maths, checked against numpy written from DESIGN §1 and §6.1."""
+"""The DNI maths, checked against numpy written from the formulas (one device and R replicas)."""
 
 import numpy as np
 import pytest
