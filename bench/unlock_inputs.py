@@ -109,8 +109,8 @@ def run(variant, seed, epochs, evals, units):
     if manager.latest_checkpoint:
         trainer.checkpoint.restore(manager.latest_checkpoint)
         history = [json.loads(line) for line in history_path.read_text().splitlines()]
-        print(f"--- {name}: resuming at step {int(trainer.step.numpy())}", flush=True)
-    start = int(trainer.step.numpy())
+        print(f"--- {name}: resuming at step {int(trainer.iterations.numpy())}", flush=True)
+    start = int(trainer.iterations.numpy())
     eval_every = max(1, steps // evals)
     test = data.eval_batches(test_split)
     probe_x = test_split.x[:2048].astype("float32") / 255.0
@@ -120,7 +120,7 @@ def run(variant, seed, epochs, evals, units):
     for x, y in data.train_batches(train_split, training.BATCH_SIZE, seed, start).take(
             steps - start):
         trainer.train_step(x, y)
-        step = int(trainer.step.numpy())
+        step = int(trainer.iterations.numpy())
         if step % eval_every and step != steps:
             continue
         wall += time.perf_counter() - mark

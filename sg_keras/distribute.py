@@ -13,7 +13,7 @@ each is the identity or a direct call, so the single-device step is
 unchanged; inside `strategy.run` (of any number of replicas):
 
 * `sum_over_replicas` all-reduces the step's metrics (synthesizer losses,
-  the parts of the cosine, the counts of non-finite values), so every
+  the parts of the cosine (`metrics.cosine_parts`), the counts of non-finite values), so every
   replica reports the global value and takes the same decisions;
 * `in_cross_replica` runs the conditional part of the step (skip a
   non-finite step, update only the drawn modules) once for all replicas:
@@ -26,9 +26,6 @@ unchanged; inside `strategy.run` (of any number of replicas):
 
 >>> global_batch(tf.zeros([8, 3])) is None     # no strategy: the local batch
 True
->>> round(float(cosine_from_parts(cosine_parts(tf.constant([3.0, 4.0]),
-...                                             tf.constant([4.0, 3.0])))), 6)
-0.96
 """
 
 import keras
@@ -82,18 +79,6 @@ def all_finite(sums):
     if not in_replicas():
         return finite
     return tf.equal(sum_over_replicas(tf.cast(tf.logical_not(finite), tf.float32)), 0.0)
-
-
-def cosine_parts(a, b):
-    """`[a·b, ‖a‖², ‖b‖²]` of the flattened tensors: sums, so they add over replicas."""
-    a = tf.reshape(tf.cast(a, tf.float32), [-1])
-    b = tf.reshape(tf.cast(b, tf.float32), [-1])
-    return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
-
-
-def cosine_from_parts(parts):
-    """The cosine from `cosine_parts` (summed over replicas); 0 if either norm is 0."""
-    return tf.math.divide_no_nan(parts[0], tf.sqrt(parts[1]) * tf.sqrt(parts[2]))
 
 
 def _call(fn, *args):

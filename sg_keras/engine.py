@@ -41,7 +41,8 @@ import tensorflow as tf
 from sg_keras import distribute
 from sg_keras.interception import (FROZEN_PASS, SYNTHETIC_PASS, TRUE_PASS, BackwardPass,
                                    GradientInterception)
-from sg_keras.metrics import finiteness_parts, interception_keys, part_sum
+from sg_keras.guard import finiteness_parts, part_sum
+from sg_keras.metrics import cosine_from_parts, cosine_parts, interception_keys
 from sg_keras.model_parts import (check_precision, context_dim_of, decoupled_layers, float_state,
                                   label_context, module_state, module_variables, split_variables)
 from sg_keras.optimizers import module_optimizer
@@ -352,7 +353,7 @@ class StepEngine:
 
     def _metrics(self, computed):
         """The step's metrics, summed over the replicas (the cosine from its summed parts)."""
-        return {key: distribute.cosine_from_parts(value) if key.startswith("cosine/") else value
+        return {key: cosine_from_parts(value) if key.startswith("cosine/") else value
                 for key, value in distribute.sum_over_replicas(computed.metrics).items()}
 
     @staticmethod
@@ -376,7 +377,7 @@ class StepEngine:
 
     def _metric_parts(self, result):
         """This replica's part of the metrics: `sg_loss/LAYER` per interception and, when
-        the options measure, `cosine/LAYER` as `distribute.cosine_parts` (zero if unmeasured)."""
+        the options measure, `cosine/LAYER` as `metrics.cosine_parts` (zero if unmeasured)."""
         metrics = {}
         true_gradients = result.true_gradients or [None] * len(result.interceptions)
         for key, interception, true_gradient in zip(
@@ -386,7 +387,7 @@ class StepEngine:
             if self.options.measures:
                 metrics[f"cosine/{key}"] = (
                     tf.zeros([3]) if true_gradient is None
-                    else distribute.cosine_parts(interception.synthetic, true_gradient))
+                    else cosine_parts(interception.synthetic, true_gradient))
         return metrics
 
     def _draw_updates(self, step):

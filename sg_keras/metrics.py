@@ -1,4 +1,4 @@
-"""Step metrics: per-layer synthesizer loss and cosine, accuracy, finiteness checks.
+"""Step metrics: the cosine (whole, or from parts that add over replicas), accuracy, keys.
 
 >>> float(cosine_similarity(tf.constant([1.0, 0.0]), tf.constant([1.0, 1.0])))  # doctest: +ELLIPSIS
 0.7071...
@@ -63,24 +63,13 @@ def sparse_accuracy(y, predictions):
     return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
 
 
-def finiteness_parts(loss, interceptions, variables, gradients, state=()):
-    """Every part of a step the NaN/Inf guard checks, as `(name, owner, tensor)`.
-
-    The parts are the loss (owner None), each layer's ĝ (owner: its
-    `DecoupledLayer`), each gradient (owner: its variable) and each statistic
-    in `state` (owner: the variable itself); the names say which part went wrong.
-    """
-    parts = [("loss", None, loss)]
-    for key, interception in zip(interception_keys(interceptions), interceptions):
-        parts.append((f"synthetic gradient of {key}", interception.layer, interception.synthetic))
-    for variable, gradient in zip(variables, gradients):
-        if gradient is not None:
-            parts.append((f"gradient of {variable.path}", variable, gradient))
-    parts += [(f"statistic {variable.path}", variable, variable) for variable in state]
-    return parts
+def cosine_parts(a, b):
+    """`[a·b, ‖a‖², ‖b‖²]` of the flattened tensors: sums, so they add over replicas."""
+    a = tf.reshape(tf.cast(a, tf.float32), [-1])
+    b = tf.reshape(tf.cast(b, tf.float32), [-1])
+    return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
 
 
-def part_sum(value):
-    """The float32 sum of a tensor: non-finite when any element is (one cheap reduction per
-    part of `finiteness_parts`; a sum that overflows is flagged too, rightly)."""
-    return tf.reduce_sum(tf.cast(value, tf.float32))
+def cosine_from_parts(parts):
+    """The cosine from `cosine_parts` (summed over replicas); 0 if either norm is 0."""
+    return tf.math.divide_no_nan(parts[0], tf.sqrt(parts[1]) * tf.sqrt(parts[2]))

@@ -23,7 +23,8 @@ step `k`, and its synthesizer's first target arrives at step `k+1`. The maths
 is `sg_keras.dni_maths`; the pipeline does not use the gradient interception.
 
 The in-flight activations and labels are variables in `trainer.checkpoint`,
-with the weights, every optimizer, the step and the random state: a run
+with the weights, every optimizer, the step counter
+(`trainer.iterations`) and the random state: a run
 restored mid-pipe continues bit-for-bit.
 
 Example:
@@ -166,12 +167,12 @@ class PipelinedTrainer:
                     self.synthesizer_optimizers.append(sg_optimizer)
         self._shapes = [tuple(b.output.shape[1:]) for b in boundaries]
         self.pipe = _Pipe(self._shapes)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rng = tf.random.Generator.from_seed(int(seed))
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
             stage_optimizers=self.stage_optimizers,
-            synthesizer_optimizers=self.synthesizer_optimizers, pipe=self.pipe, step=self.step,
+            synthesizer_optimizers=self.synthesizer_optimizers, pipe=self.pipe, step=self.iterations,
             rng=self.rng)
         self.log_window = LogWindow()   # the step's logs, summed on the device (see DNITrainer)
         self._train = tf.function(lambda x, y: self.log_window.add(self._train_batch(x, y)),
@@ -238,7 +239,7 @@ class PipelinedTrainer:
         kept = [tf.identity(v) for v in self.pipe.activations]
         kept_labels = self.pipe.read_labels(y)
         inputs, labels = [x] + kept, [y] + kept_labels
-        active = [self.step >= k for k in range(count)]
+        active = [self.iterations >= k for k in range(count)]
         updates = list(active)
         if self.options.update_prob < 1.0:
             draws = self.rng.uniform([count - 1]) < self.options.update_prob
@@ -272,7 +273,7 @@ class PipelinedTrainer:
         self.pipe.write(outputs[:-1], labels[:-1])
         self.optimizer.iterations.assign_add(1)
         self.sg_optimizer.iterations.assign_add(1)
-        self.step.assign_add(1)
+        self.iterations.assign_add(1)
         return logs
 
     def train_step(self, x, y):

@@ -16,7 +16,7 @@ Both are `typing.Protocol`s checked at run time: `isinstance` checks that the
 members exist, not their signatures.
 
 >>> class Stub:
-...     options = checkpoint = step = log_window = None
+...     options = checkpoint = iterations = log_window = None
 ...     def train_step(self, x, y): return {}
 ...     def evaluate(self, x, y=None, batch_size=1024): return {}
 ...     def check_finite(self): pass
@@ -38,15 +38,15 @@ class Trainer(Protocol):
         checkpoint: a `tf.train.Checkpoint` of every piece of training state
             (model, optimizers, the step counter, random state, in-flight
             activations); restoring it continues the run exactly.
-        step: the number of training steps made, an int64 `tf.Variable`
-            (part of `checkpoint`).
+        iterations: the number of training steps made (refused ones included),
+            an int64 `tf.Variable` (part of `checkpoint`, under the key `step`).
         log_window: a `LogWindow` to which every step adds its logs on the
             device; a loop reads the means at its log points.
     """
 
     options: object
     checkpoint: object
-    step: object
+    iterations: object
     log_window: object
 
     def train_step(self, x, y):

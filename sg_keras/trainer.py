@@ -105,7 +105,8 @@ class DNITrainer:
     `on_nonfinite="skip"` or `"skip_module"`. `evaluate`
     returns Python floats. `trainer.checkpoint` is a `tf.train.Checkpoint` of
     all the state: model (synthesizers included), every optimizer, the step
-    and the seed of the update draws. `trainer.options` is the `DNIOptions`.
+    counter `trainer.iterations` (the steps run, refused ones included) and
+    the seed of the update draws. `trainer.options` is the `DNIOptions`.
     Every step also adds its logs to `trainer.log_window` on the device: a
     loop calls `trainer.log_window.read()` at its log points for the means
     since the previous read (cosines over the measured steps only).
@@ -152,13 +153,13 @@ class DNITrainer:
             self.sg_optimizer = (sg_optimizer if sg_optimizer is not None
                                  else clone_optimizer(self.optimizer))
             self.engine = StepEngine(model, self.options, self.optimizer, self.sg_optimizer, seed)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         if strategy is not None:
             for name in ("optimizer", "sg_optimizer"):
                 distribute.check_created_in_scope(strategy, getattr(self, name).variables, name)
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
-            module_optimizers=self.engine.module_optimizers, step=self.step,
+            module_optimizers=self.engine.module_optimizers, step=self.iterations,
             seed=self.engine.seed)
         self.log_window = LogWindow()
         train = self._train_batch if strategy is None else self._train_replicas
@@ -184,7 +185,7 @@ class DNITrainer:
 
     def _train_batch(self, x, y):
         logs = self._step_logs(x, y)
-        self.step.assign_add(1)
+        self.iterations.assign_add(1)
         return logs
 
     def _train_replicas(self, x, y):
@@ -197,7 +198,7 @@ class DNITrainer:
             return self._step_logs(x, y)
 
         logs = self.strategy.run(replica_step, args=(x, y))
-        self.step.assign_add(1)
+        self.iterations.assign_add(1)
         return distribute.first_replica(self.strategy, logs)
 
     def distribute_dataset(self, dataset):
@@ -208,7 +209,7 @@ class DNITrainer:
 
     def _step_logs(self, x, y):
         """One engine step on this replica's batch; the logs (global values on every replica)."""
-        out = self.engine.step(x, y, self.step, self._loss, distribute.global_batch(x))
+        out = self.engine.step(x, y, self.iterations, self._loss, distribute.global_batch(x))
         logs = {"loss": distribute.sum_over_replicas(out.loss)}
         correct = accuracy(y, out.predictions)
         if correct is not None:

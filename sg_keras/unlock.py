@@ -171,10 +171,10 @@ class CompleteUnlockTrainer:
                                       (self.sg_optimizer, self.synthesizer_variables),
                                       (self.input_optimizer, self.input_variables)):
             optimizer_.build(variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=self.optimizer, sg_optimizer=self.sg_optimizer,
-            input_models=self.input_models, input_optimizer=self.input_optimizer, step=self.step)
+            input_models=self.input_models, input_optimizer=self.input_optimizer, step=self.iterations)
         self.log_window = LogWindow()
         self._train = tf.function(lambda x, y: self.log_window.add(self._train_batch(x, y)),
                                   jit_compile=bool(jit_compile), reduce_retracing=True)
@@ -246,7 +246,7 @@ class CompleteUnlockTrainer:
                                      (self.sg_optimizer, self.synthesizer_variables),
                                      (self.input_optimizer, self.input_variables)):
             optimizer.apply([grads[id(v)] for v in variables], variables)
-        self.step.assign_add(1)
+        self.iterations.assign_add(1)
         return logs
 
     def _loss(self, y, predictions):

@@ -67,7 +67,7 @@ def make_trainer(units=16):
 
 def saved_run(tmp_path):
     trainer = make_trainer()
-    checkpoints = Checkpoints(tmp_path, trainer.checkpoint, trainer.step, keep=2)
+    checkpoints = Checkpoints(tmp_path, trainer.checkpoint, trainer.iterations, keep=2)
     for _ in range(3):
         trainer.train_step(*batch(16))
         checkpoints.save()
@@ -88,11 +88,11 @@ def test_save_keeps_the_last_n_and_restore_resumes(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.index")) == ["ckpt-2.index", "ckpt-3.index"]
     assert checkpoints.latest.endswith("ckpt-3")
     fresh = make_trainer()
-    restored = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2).restore_latest()
-    assert restored.endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    restored = Checkpoints(tmp_path, fresh.checkpoint, fresh.iterations, keep=2).restore_latest()
+    assert restored.endswith("ckpt-3") and int(fresh.iterations.numpy()) == 3
     assert_same_state(trainer, fresh)
     empty = make_trainer()
-    assert Checkpoints(tmp_path / "none", empty.checkpoint, empty.step, 2).restore_latest() is None
+    assert Checkpoints(tmp_path / "none", empty.checkpoint, empty.iterations, 2).restore_latest() is None
 
 
 def flip_bytes(path, start=40, count=16):
@@ -105,7 +105,7 @@ def flip_bytes(path, start=40, count=16):
 def saved_states(tmp_path, keep=3):
     """Three checkpoints; returns the trainer's weights after each step, by step."""
     trainer = make_trainer()
-    checkpoints = Checkpoints(tmp_path, trainer.checkpoint, trainer.step, keep=keep)
+    checkpoints = Checkpoints(tmp_path, trainer.checkpoint, trainer.iterations, keep=keep)
     states = {}
     for step in (1, 2, 3):
         trainer.train_step(*batch(16, seed=step))
@@ -126,8 +126,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
         (tmp_path / "ckpt-3.index").unlink()
     damaged = data_file.read_bytes()
     fresh = make_trainer()
-    checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=3)
-    assert checkpoints.restore_latest().endswith("ckpt-2") and int(fresh.step.numpy()) == 2
+    checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.iterations, keep=3)
+    assert checkpoints.restore_latest().endswith("ckpt-2") and int(fresh.iterations.numpy()) == 2
     for value, saved in zip(fresh.model.variables, states[2], strict=True):
         np.testing.assert_array_equal(value.numpy(), saved)
     [(path, why)] = checkpoints.skipped
@@ -157,8 +157,8 @@ def test_no_intact_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage):
     before = fingerprint(tmp_path)
     fresh = make_trainer()
     with pytest.raises(CheckpointError, match="cannot be restored.*Nothing was changed"):
-        Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2).restore_latest()
-    assert int(fresh.step.numpy()) == 0
+        Checkpoints(tmp_path, fresh.checkpoint, fresh.iterations, keep=2).restore_latest()
+    assert int(fresh.iterations.numpy()) == 0
     assert fingerprint(tmp_path) == before
 
 
@@ -166,12 +166,12 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     saved_run(tmp_path)
     other = make_trainer(units=12)
     with pytest.raises(CheckpointError, match="does not match this model|another architecture"):
-        Checkpoints(tmp_path, other.checkpoint, other.step, keep=2).restore_latest()
+        Checkpoints(tmp_path, other.checkpoint, other.iterations, keep=2).restore_latest()
     plain = keras.Sequential([keras.Input((8,)), conftest.dense_block(16), conftest.dense_block(16),
                               keras.layers.Dense(5)])
     backprop = sg_keras.DNITrainer(plain, mode="backprop", optimizer=keras.optimizers.Adam())
     with pytest.raises(CheckpointError, match="another architecture"):
-        Checkpoints(tmp_path, backprop.checkpoint, backprop.step, keep=2).restore_latest()
+        Checkpoints(tmp_path, backprop.checkpoint, backprop.iterations, keep=2).restore_latest()
 
 
 def test_checkpoint_saved_but_not_yet_recorded_is_recovered(tmp_path):
@@ -179,8 +179,8 @@ def test_checkpoint_saved_but_not_yet_recorded_is_recovered(tmp_path):
     trainer, _ = saved_run(tmp_path)
     (tmp_path / "checkpoint").unlink()
     fresh = make_trainer()
-    checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.step, keep=2)
-    assert checkpoints.restore_latest().endswith("ckpt-3") and int(fresh.step.numpy()) == 3
+    checkpoints = Checkpoints(tmp_path, fresh.checkpoint, fresh.iterations, keep=2)
+    assert checkpoints.restore_latest().endswith("ckpt-3") and int(fresh.iterations.numpy()) == 3
     assert_same_state(trainer, fresh)
     assert checkpoints.latest.endswith("ckpt-3")
     fresh.train_step(*batch(16))
@@ -193,4 +193,4 @@ def test_only_an_interrupted_first_save_means_a_fresh_start(tmp_path):
     (tmp_path / "ckpt-50_temp").mkdir()
     (tmp_path / "ckpt-50_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
     trainer = make_trainer()
-    assert Checkpoints(tmp_path, trainer.checkpoint, trainer.step, 2).restore_latest() is None
+    assert Checkpoints(tmp_path, trainer.checkpoint, trainer.iterations, 2).restore_latest() is None

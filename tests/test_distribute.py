@@ -27,6 +27,7 @@ from conftest import REPO, batch, fcn, randomize_synthesizers
 from sg_keras import distribute
 from sg_keras.dni_model import DNIModel
 from sg_keras.job.config import Config, ConfigError
+from sg_keras.metrics import cosine_from_parts, cosine_parts
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 GLOBAL_BATCH, STEPS = 16, 3
@@ -126,8 +127,8 @@ def check_helpers():
         def replica():
             part_a, part_b = distribute.local_part(a), distribute.local_part(b)
             return (distribute.global_batch(part_a), distribute.sum_over_replicas(part_a),
-                    distribute.cosine_from_parts(distribute.sum_over_replicas(
-                        distribute.cosine_parts(part_a, part_b))))
+                    cosine_from_parts(distribute.sum_over_replicas(
+                        cosine_parts(part_a, part_b))))
         return distribute.first_replica(strategy, strategy.run(replica))
 
     normaliser, summed, cosine = run()

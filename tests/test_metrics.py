@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from sg_keras.interception import Interception
-from sg_keras.metrics import (cosine_similarity, finiteness_parts, interception_keys, part_sum,
+from sg_keras.guard import finiteness_parts, part_sum
+from sg_keras.metrics import (cosine_from_parts, cosine_parts, cosine_similarity, interception_keys,
                               sparse_accuracy)
 
 
@@ -20,6 +21,14 @@ def test_cosine_similarity_matches_numpy_and_is_zero_for_zero():
     np.testing.assert_allclose(float(cosine_similarity(a, b)), expected, rtol=1e-5)
     assert float(cosine_similarity(np.zeros(3), np.ones(3))) == 0.0
 
+
+
+def test_cosine_from_parts_that_add_up_is_the_whole_cosine():
+    a, b = np.random.default_rng(1).normal(size=(2, 6, 3)).astype("float32")
+    summed = cosine_parts(a[:2], b[:2]) + cosine_parts(a[2:], b[2:])   # two replicas' parts
+    np.testing.assert_allclose(float(cosine_from_parts(summed)), float(cosine_similarity(a, b)),
+                               rtol=1e-5)
+    assert float(cosine_from_parts(cosine_parts(np.zeros(3), np.ones(3)))) == 0.0
 
 def test_sparse_accuracy():
     predictions = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])

@@ -104,7 +104,7 @@ def test_first_three_steps_match_a_numpy_pipeline(hidden, mode):
             for got_part, want_part in zip(got, want):
                 np.testing.assert_allclose(got_part, want_part, rtol=1e-5, atol=1e-6,
                                            err_msg=f"step {step}, stage {stage}")
-    assert int(trainer.step.numpy()) == 3
+    assert int(trainer.iterations.numpy()) == 3
 
 
 def test_synthesizer_sees_its_target_one_step_late():

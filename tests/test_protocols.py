@@ -24,7 +24,7 @@ def test_every_trainer_meets_the_trainer_protocol(name, trainer):
     assert "loss" in logs
     trainer.check_finite()   # a finite step: nothing raised
     assert trainer.nonfinite_variables() == []
-    assert int(trainer.step.numpy()) == 1
+    assert int(trainer.iterations.numpy()) == 1
     assert set(trainer.evaluate(x, y)) == {"loss", "accuracy"}
 
 
@@ -38,7 +38,7 @@ def test_recurrent_dni_meets_the_sequence_protocol():
 
 def test_a_class_missing_a_member_does_not_meet_it():
     class NoGuard:
-        options = checkpoint = step = log_window = None
+        options = checkpoint = iterations = log_window = None
 
         def train_step(self, x, y):
             return {}

@@ -213,7 +213,7 @@ def test_checkpoint_restores_every_piece_of_state(tmp_path):
     path = trainer.checkpoint.save(str(tmp_path / "ckpt"))
     fresh = sg_keras.DNITrainer(fcn(context_dim=5), mode="cdni", update_prob=0.7, seed=9)
     fresh.checkpoint.restore(path).assert_consumed()
-    assert int(fresh.step.numpy()) == 3
+    assert int(fresh.iterations.numpy()) == 3
     state = lambda t: values(t.model.variables + t.optimizer.variables + t.sg_optimizer.variables)
     for a, b in zip(state(trainer), state(fresh)):
         np.testing.assert_array_equal(a, b)
@@ -273,7 +273,7 @@ def test_nonfinite_step_can_be_skipped():
     head = values(model.layers[2].trainable_variables)
     assert float(trainer.train_step(x, y)["skipped"]) == 1.0
     assert not any(changed(head, model.layers[2].trainable_variables))
-    assert int(trainer.step.numpy()) == 2 and int(trainer.optimizer.iterations.numpy()) == 1
+    assert int(trainer.iterations.numpy()) == 2 and int(trainer.optimizer.iterations.numpy()) == 1
 
 
 def test_synthetic_gradient_norm_clipping():

@@ -20,7 +20,7 @@ Example:
 
 >>> run_dir = RunDirectory("runs/mnist", config.architecture())      # doctest: +SKIP
 >>> checkpoints = Checkpoints(run_dir.checkpoint_dir, trainer.checkpoint,  # doctest: +SKIP
-...                           trainer.step, keep=3)
+...                           trainer.iterations, keep=3)
 >>> checkpoints.restore_latest()          # path of the restored checkpoint, or None  # doctest: +SKIP
 >>> checkpoints.skipped                   # [(path, why)] of corrupt newer ones  # doctest: +SKIP
 """

@@ -225,7 +225,7 @@ class ClassifyTask(Task):
     def build(self):
         self.trainer = build_trainer(self.config, self.train_split.x.shape[1:],
                                      self.train_split.num_classes)
-        return self.trainer.checkpoint, self.trainer.step
+        return self.trainer.checkpoint, self.trainer.iterations
 
     def begin(self, start):
         config = self.config
