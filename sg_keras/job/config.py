@@ -132,7 +132,7 @@ class Config:
     truncation: int = _field(3, "Sequence tasks: truncated-BPTT chunk length T.")
     aux: bool = _field(False, "Sequence tasks, --mode=dni: DNI + Aux (the core also predicts "
                               "the synthetic gradient at its chunk's end).")
-    aux_weight: float = _field(1.0, "Weight of the DNI + Aux regression loss.")
+    aux_weight: float = _field(0.1, "Weight of the DNI + Aux regression loss.")
     bits: int = _field(1, "Copy / Repeat Copy: bits per symbol.")
     max_repeats: int = _field(2, "Repeat Copy: repeats drawn uniformly from 1..max_repeats.")
     curriculum_threshold: float = _field(0.15, "Copy / Repeat Copy: raise N when the mean "
