@@ -11,14 +11,21 @@ changes one suspect at 3 and 6 layers on the same budget:
   does so on every k-th step only (a periodic anchor; its cost is one
   backward pass per k steps);
 * the synthesizer's generalisation: one hidden layer of 1024 units (with
-  and without its own BatchNorm), its learning rate.
+  and without its own BatchNorm), its learning rate;
+* the budget: the network's learning rate (`lr 3e-4`, `lr 1e-4`, the
+  synthesizers following it), besides 10 against 30 epochs.
 
 Every finished run is appended to `bench/results/depth_runs.jsonl`; a rerun
 skips the runs already there, so the bench can be run in parts and resumed.
-Settings are picked on seeds 0-1 (`--seeds 0 1`) and reported on seeds 2-4.
+Settings are picked on seeds 0-1 (table `depth_select`) and reported on
+seeds 2-4 (table `depth`); each table has one row per variant and budget.
 
-    python bench/depth.py --seeds 0 1                                  # selection
-    python bench/depth.py --seeds 2 3 4 --variants baseline "synth 1x1024"
+    python bench/depth.py --seeds 0 1 --epochs 10 \\
+        --variants "true every 10" "true every 5" "true every 2" baseline
+    python bench/depth.py --seeds 0 1 --variants baseline "true every 100" \\
+        "true every 50" "true every 20" "true every 10" "sg lr 3e-3" "sg lr 3e-4"
+    python bench/depth.py --seeds 0 1 --variants "lr 3e-4" "lr 1e-4"
+    python bench/depth.py --seeds 2 3 4 --variants "true every 20" baseline   # held out
     python bench/depth.py --table                                      # rewrite the tables only
 """
 
@@ -35,12 +42,19 @@ RUNS_FILE = paths.RESULTS / "depth_runs.jsonl"
 VARIANTS = {
     "baseline": {},
     "target: true (control)": {"sg_target": "true"},
+    "true every 2": {"true_gradient_every": 2},
+    "true every 5": {"true_gradient_every": 5},
     "true every 10": {"true_gradient_every": 10},
+    "true every 20": {"true_gradient_every": 20},
     "true every 50": {"true_gradient_every": 50},
+    "true every 100": {"true_gradient_every": 100},
     "synth 1x1024": {"synth_layers": 1},
     "synth 1x1024, no BN": {"synth_layers": 1, "synth_batch_norm": False},
     "sg lr 1e-4": {"sg_learning_rate": 1e-4},
     "sg lr 3e-4": {"sg_learning_rate": 3e-4},
+    "sg lr 3e-3": {"sg_learning_rate": 3e-3},
+    "lr 3e-4": {"learning_rate": 3e-4},
+    "lr 1e-4": {"learning_rate": 1e-4},
 }
 PAPER = {3: 1.9, 4: 2.2, 5: 3.4, 6: 4.3}   # Jaderberg et al., DNI FCN on MNIST, as recalled
 
@@ -63,25 +77,27 @@ def run(variant, layers, seed, epochs):
             "final cosine": list(training.final_cosines(logs).values())}
 
 
-def table(records, epochs):
+def table(records):
+    """One row per (variant, epochs) budget: mean test error at 3 and 6 layers and the gap."""
     rows = []
-    for variant in VARIANTS:
-        row = {"variant": variant}
-        for layers in (3, 6):
-            cell = [r for r in records if (r["variant"], r["layers"], r["epochs"])
-                    == (variant, layers, epochs)]
-            if not cell:
-                continue
-            cell.sort(key=lambda r: r["seed"])
-            row[f"{layers} layers %"] = statistics.mean(r["test error %"] for r in cell)
-            row[f"{layers}: per seed"] = ", ".join(f"{r['seed']}: {r['test error %']:.2f}"
-                                                   for r in cell)
-            row[f"{layers}: wall s"] = statistics.mean(r["wall s"] for r in cell)
-            row[f"{layers}: cosines"] = ", ".join(f"{c:.2f}" for c in cell[-1]["final cosine"])
-        if "3 layers %" in row and "6 layers %" in row:
-            row["6 − 3 (pp)"] = row["6 layers %"] - row["3 layers %"]
-        if len(row) > 1:
-            rows.append(row)
+    for epochs in sorted({r["epochs"] for r in records}):
+        for variant in VARIANTS:
+            row = {"variant": variant, "epochs": epochs}
+            for layers in (3, 6):
+                cell = sorted((r for r in records if (r["variant"], r["layers"], r["epochs"])
+                               == (variant, layers, epochs)), key=lambda r: r["seed"])
+                if not cell:
+                    continue
+                row[f"{layers} layers %"] = statistics.mean(r["test error %"] for r in cell)
+                row[f"{layers}: per seed"] = ", ".join(f"{r['seed']}: {r['test error %']:.2f}"
+                                                       for r in cell)
+                row[f"{layers}: wall s"] = statistics.mean(r["wall s"] for r in cell)
+                row[f"{layers}: cosines"] = ", ".join(f"{c:.2f}"
+                                                      for c in cell[-1]["final cosine"])
+            if "3 layers %" in row and "6 layers %" in row:
+                row["6 − 3 (pp)"] = row["6 layers %"] - row["3 layers %"]
+            if len(row) > 2:
+                rows.append(row)
     return rows
 
 
@@ -110,10 +126,10 @@ def main():
         chosen = [r for r in records if r["seed"] in seeds]
         if not chosen:
             continue
-        columns = ["variant", "3 layers %", "6 layers %", "6 − 3 (pp)", "3: per seed",
+        columns = ["variant", "epochs", "3 layers %", "6 layers %", "6 − 3 (pp)", "3: per seed",
                    "6: per seed", "6: cosines", "6: wall s"]
-        notes = [f"Unconditional DNI, MNIST FCN (256 units), {args.epochs:g} epochs of batch "
-                 f"{training.BATCH_SIZE}, Adam 1e-3 x0.1 at 60 % and 80 %; linear synthesizers "
+        notes = [f"Unconditional DNI, MNIST FCN (256 units), batch {training.BATCH_SIZE}, "
+                 "Adam 1e-3 x0.1 at 60 % and 80 % of the budget; linear synthesizers "
                  f"unless the variant says; seeds {sorted({r['seed'] for r in chosen})} "
                  f"({'selection' if suffix else 'held out: settings picked on seeds 0-1'}).",
                  "true every k: the synthesizers regress on the true gradient every k-th step "
@@ -124,7 +140,7 @@ def main():
                  "6: cosines: final cos(synthetic, true gradient) per layer, bottom to top (last "
                  "seed)."]
         tables.write_results("depth" + suffix, "Unconditional DNI against depth", columns,
-                             table(chosen, args.epochs), notes, runs=chosen)
+                             table(chosen), notes, runs=chosen)
 
 
 if __name__ == "__main__":
