@@ -129,8 +129,8 @@ def main():
         columns = ["variant", "epochs", "3 layers %", "6 layers %", "6 − 3 (pp)", "3: per seed",
                    "6: per seed", "6: cosines", "6: wall s"]
         notes = [f"Unconditional DNI, MNIST FCN (256 units), batch {training.BATCH_SIZE}, "
-                 "Adam 1e-3 x0.1 at 60 % and 80 % of the budget; linear synthesizers "
-                 f"unless the variant says; seeds {sorted({r['seed'] for r in chosen})} "
+                 "Adam 1e-3 x0.1 at 60 % and 80 % of the budget, linear synthesizers, "
+                 f"unless the variant says otherwise; seeds {sorted({r['seed'] for r in chosen})} "
                  f"({'selection' if suffix else 'held out: settings picked on seeds 0-1'}).",
                  "true every k: the synthesizers regress on the true gradient every k-th step "
                  "(one full backward pass per k steps: an anchor, not a fully unlocked run); "
