@@ -47,11 +47,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import paths, tables  # noqa: E402
+from sg_keras.recurrent import AUX_WEIGHT  # noqa: E402
 
 RUNS_FILE = paths.RESULTS / "rnn_runs.jsonl"
 DEFAULT_SG_LR = 3e-3   # the core's rate: DNI beat BPTT more often than at 3e-4 or 1e-3
 DEFAULT_CLIP = 1.0     # per-example bound on δ̂: 0.1 kept too little of it
-DEFAULT_AUX_WEIGHT = 0.1   # DNI + Aux: at 1.0 the auxiliary loss outweighs the task's
 METHODS = {"bptt": dict(synthesizer=None), "dni": dict(synthesizer="linear"),
            "dni_aux": dict(synthesizer="linear", aux=True)}
 # Table 1 of Jaderberg et al. (2016), as recalled, NOT verified against the paper's
@@ -210,7 +210,7 @@ def write_curriculum(records, args):
              "Measured on a shared 2-core CPU; runs appended to rnn_runs.jsonl as they finish."]
     name = ("rnn_curriculum" + ("" if args.sg_lr == DEFAULT_SG_LR else f"_sg_lr{args.sg_lr:g}")
             + ("" if args.sg_clip_norm == DEFAULT_CLIP else f"_clip{args.sg_clip_norm}")
-            + ("" if args.aux_weight == DEFAULT_AUX_WEIGHT else f"_auxw{args.aux_weight:g}")
+            + ("" if args.aux_weight == AUX_WEIGHT else f"_auxw{args.aux_weight:g}")
             + ("" if (args.units, args.bits) == (64, 1) else f"_u{args.units}_b{args.bits}"))
     tables.write_results(name, "Recurrent DNI: largest N solved (Copy, Repeat Copy)",
                          columns, rows, notes=notes, runs=records)
@@ -301,7 +301,7 @@ def main():
     parser.add_argument("--sg_clip_norm", type=_clip, default=DEFAULT_CLIP,
                         help="per-example bound on the DNI runs' δ̂, 'none' for unbounded "
                              "(another bound writes rnn_curriculum_clipX)")
-    parser.add_argument("--aux_weight", type=float, default=DEFAULT_AUX_WEIGHT,
+    parser.add_argument("--aux_weight", type=float, default=AUX_WEIGHT,
                         help="DNI + Aux: weight of the auxiliary loss (another weight writes "
                              "rnn_curriculum_auxwX)")
     parser.add_argument("--measure_every", type=int, default=250,

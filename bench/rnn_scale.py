@@ -33,6 +33,7 @@ RUNS = paths.RUNS / "rnn_scale"
 CONFIGS = {"bptt": "configs/copy_bptt_t3.cfg", "dni": "configs/copy_dni_t3.cfg",
            "dni_aux": "configs/copy_dni_aux_t3.cfg"}
 PAPER = {"bptt": 8, "dni": 14, "dni_aux": 17}
+BATCH = 32   # --batch_size of the configs/copy_*_t3.cfg flagfiles
 MARKS = (1000, 2500, 5000, 10000, 20000, 30000, 40000, 50000, 75000, 100000)
 
 
@@ -80,7 +81,7 @@ def rows_of(curves, seeds, steps):
                   for method in CONFIGS}
         if all(v is None for values in solved.values() for v in values):
             continue
-        row = {"batches": mark, "sequences": 32 * mark,
+        row = {"batches": mark, "sequences": BATCH * mark,
                **{method: _joined(values) for method, values in solved.items()}}
         for method, ratio in (("dni", "DNI / BPTT"), ("dni_aux", "Aux / BPTT")):
             row[ratio] = _joined(round(n / b, 2) if n is not None and b else None
@@ -92,7 +93,7 @@ def rows_of(curves, seeds, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50000,
-                        help="training batches (of 32 sequences) per run")
+                        help=f"training batches (of {BATCH} sequences) per run")
     parser.add_argument("--units", type=int, default=256)
     parser.add_argument("--bits", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -110,11 +111,12 @@ def main():
     curves = {(method, seed): curve(method, seed, args) for method in CONFIGS for seed in seeds}
     last = {f"{method}, seed {seed}": points[-1] for (method, seed), points in curves.items()
             if points}
-    notes = [f"Copy, T = 3, LSTM {args.units}, {args.bits}-bit symbols, batch 32, Adam 3e-3; "
+    notes = [f"Copy, T = 3, LSTM {args.units}, {args.bits}-bit symbols, batch {BATCH}, Adam 3e-3; "
              f"seeds {', '.join(map(str, seeds))} joined by '/' ('-': not run that far); largest "
-             "N solved after so many training batches of 32 sequences (curriculum: N += 1 when "
-             "the mean per-symbol error of the last 10 batches is below 0.15 bits); DNI: linear "
-             "synthesizer, δ̂ bounded at 1.0; DNI + Aux: the same, auxiliary loss weight 0.1. "
+             f"N solved after so many training batches of {BATCH} sequences (curriculum: N += 1 "
+             "when the mean per-symbol error of the last 10 batches is below 0.15 bits); DNI: "
+             "linear synthesizer, δ̂ bounded at 1.0; DNI + Aux: the same, auxiliary loss weight "
+             "0.1. "
              f"Reached so far (batches, N): {last}.",
              f"Paper (Table 1, as recalled, not verified): BPTT {PAPER['bptt']}, DNI "
              f"{PAPER['dni']} (ratio {PAPER['dni'] / PAPER['bptt']:.2f}), DNI + Aux "

@@ -67,4 +67,4 @@ def test_rnn_scale_rows_join_seeds_and_divide_by_bptt_per_seed():
     assert middle["dni"] == "2/4"                        # the last value reached by then
     assert last["dni_aux"] == "-/-"                      # not run that far
     assert last["DNI / BPTT"] == "2.5/2" and last["Aux / BPTT"] == "-/-"
-    assert last["sequences"] == 32 * 5000
+    assert last["sequences"] == rnn_scale.BATCH * 5000

@@ -24,6 +24,7 @@ from absl import flags
 from sg_keras.distribute import STRATEGIES
 from sg_keras.options import MODES, ON_NONFINITE, SG_TARGETS, DNIOptions
 from sg_keras.placement import stage_devices
+from sg_keras.recurrent import AUX_WEIGHT
 from sg_keras.validation import ArgumentError
 
 # The flags that shape the network and its checkpoint: a run directory keeps them.
@@ -132,7 +133,7 @@ class Config:
     truncation: int = _field(3, "Sequence tasks: truncated-BPTT chunk length T.")
     aux: bool = _field(False, "Sequence tasks, --mode=dni: DNI + Aux (the core also predicts "
                               "the synthetic gradient at its chunk's end).")
-    aux_weight: float = _field(0.1, "Weight of the DNI + Aux regression loss.")
+    aux_weight: float = _field(AUX_WEIGHT, "Weight of the DNI + Aux regression loss.")
     bits: int = _field(1, "Copy / Repeat Copy: bits per symbol.")
     max_repeats: int = _field(2, "Repeat Copy: repeats drawn uniformly from 1..max_repeats.")
     curriculum_threshold: float = _field(0.15, "Copy / Repeat Copy: raise N when the mean "
